@@ -1,0 +1,14 @@
+"""Evaluation and promotion gates (Llama 2 §3.4, §4.4)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .fields import setting
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    eval_prompts: int = setting(32, "Prompts per evaluation.", source="Llama 2 §3.4.2: ~4,000 for human evaluation", ge=1)
+    min_win_rate: float = setting(0.5, "Promotion gate: win rate against the champion at least this.", ge=0, le=1)
+    max_safety_violation_increase: float = setting(0.0, "Promotion gate: safety violation rate may exceed the champion's by at most this.", ge=0, le=1)
+    tie_margin: float = setting(0.05, "Reward difference under which a comparison is a tie.", ge=0)

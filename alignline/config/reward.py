@@ -1,0 +1,39 @@
+"""Reward-model recipe settings (Llama 2 §3.2.2, Table 27)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from .fields import setting
+
+# Llama 2 Table 27: margin m(r) by rating level.
+MARGIN_TABLES: dict[str, dict[str, float]] = {
+    "none": {"significantly_better": 0.0, "better": 0.0, "slightly_better": 0.0, "negligibly_better": 0.0},
+    "small": {"significantly_better": 1.0, "better": 2 / 3, "slightly_better": 1 / 3, "negligibly_better": 0.0},
+    "large": {"significantly_better": 3.0, "better": 2.0, "slightly_better": 1.0, "negligibly_better": 0.0},
+}
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    margin: Literal["none", "small", "large"] = setting("small", "Margin table m(rating) in the ranking loss.", source="Llama 2 Table 27")
+    learning_rate: float = setting(1e-4, "Peak learning rate.", source="Llama 2 §3.2.2: 1e-5 (5e-6 for 70B)", gt=0)
+    min_lr_ratio: float = setting(0.1, "Cosine decay to this share of the peak.", source="Llama 2 §3.2.2: 10%", ge=0, le=1)
+    warmup_ratio: float = setting(0.03, "Warmup share of all steps.", source="Llama 2 §3.2.2: 3%", ge=0, le=1)
+    min_warmup_steps: int = setting(5, "Warmup steps at least.", ge=0)
+    epochs: int = setting(1, "Passes over the comparisons.", source="Llama 2 §3.2.2: 1 epoch (more overfits)", ge=1)
+    batch_size: int = setting(16, "Pairs per optimizer step.", source="Llama 2 §3.2.2: 512 pairs", ge=1)
+    max_length: int = setting(256, "Tokens per prompt+answer (truncated from the left of the prompt).", ge=8)
+    weight_decay: float = setting(0.1, "AdamW weight decay.", ge=0)
+    grad_clip: float = setting(1.0, "Gradient norm clip.", gt=0)
+    helpful_extra_share: float = setting(0.5, "Safety + public pairs added to the helpfulness RM's data, as a share of its helpfulness pairs.", source="Llama 2 §3.2.2: an equal amount", ge=0)
+    safety_helpful_share: float = setting(0.1, "Share of helpfulness pairs in the safety RM's mix.", source="Llama 2 §3.2.2: 90/10", ge=0, lt=1)
+    heldout_share: float = setting(0.1, "Comparisons held out for evaluation.", ge=0, lt=1)
+    safety_threshold: float = setting(0.15, "Safety score under which an answer counts as unsafe.", source="Llama 2 §3.2.2: 0.15 (precision 0.89, recall 0.55)", ge=0, le=1)
+    num_workers: int = setting(1, "Ray Train workers.", ge=1)
+    use_gpu: bool = setting(False, "Train on GPUs.")
+    seed: int = setting(0, "Seed for data order and the head init.")
+
+
+_PAPER = {"learning_rate": 1e-5, "batch_size": 512, "max_length": 4096, "use_gpu": True}
+PRESETS: dict[str, dict] = {"llama2-7b": _PAPER, "llama2-13b": _PAPER, "llama2-70b": {**_PAPER, "learning_rate": 5e-6}}

@@ -1,0 +1,67 @@
+"""What a flow needs from the run config: the catalog, the registry, the servers' addresses.
+
+Flows build these parts here and pass them into `storage`, `annotation` and
+`services` functions, which never read the config or import Prefect themselves.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from alignline.config import RunConfig
+from alignline.infra import paths as infra_paths
+from alignline.storage import Catalog
+
+
+@dataclass
+class RunContext:
+    cfg: RunConfig
+
+    @property
+    def home(self) -> Path:
+        return self.cfg.home
+
+    @cached_property
+    def catalog(self) -> Catalog:
+        return Catalog(self.home / "lake")
+
+    @property
+    def mlflow_uri(self) -> str:
+        return self.cfg.servers.url(self.cfg.servers.mlflow_port)
+
+    @cached_property
+    def registry(self):
+        from alignline.services.registry import Registry
+
+        return Registry(self.mlflow_uri)
+
+    @property
+    def ray_address(self) -> str:
+        return f"{self.cfg.servers.host}:{self.cfg.servers.ray_port}"
+
+    @property
+    def label_studio_url(self) -> str:
+        return self.cfg.servers.url(self.cfg.servers.label_studio_port)
+
+    def label_studio_token(self) -> str:
+        return infra_paths.read_secret(self.home, "label-studio")["token"]
+
+    def work_dir(self, *parts: str) -> Path:
+        """Scratch space for a stage (checkpoints, downloads); under the data dir."""
+        path = self.home.joinpath("work", *parts)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def init_ray(self) -> None:
+        """Attach to this data dir's Ray head node (started by `alignline up`)."""
+        from alignline.infra.servers import RAY_CLIENT_ENV
+
+        # Read by Ray at import time: set before the first `import ray`.
+        for key, value in RAY_CLIENT_ENV.items():
+            os.environ.setdefault(key, value)
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(address=self.ray_address, log_to_driver=True, logging_level="WARNING")

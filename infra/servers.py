@@ -1,0 +1,354 @@
+"""The four real servers of a data dir and how they start, answer and stop.
+
+`up` is idempotent: a server whose pid file points at a live, healthy process
+is left alone; a port held by anything else stops `up` with a message naming
+it. `down` signals only the process groups whose pids `up` recorded.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import psutil
+import requests
+
+from alignline.config import RunConfig
+
+from . import paths
+
+
+class ServerError(RuntimeError):
+    """A server that could not start, or a port held by something else."""
+
+
+# Settings every server process gets; never the caller's environment wholesale
+# (Label Studio reads HOST, USERNAME, PASSWORD... unprefixed as a fallback).
+_BASE_ENV_KEYS = ("PATH", "LANG", "LC_ALL", "TZ", "TMPDIR", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
+
+
+def _base_env(home: Path, name: str) -> dict[str, str]:
+    env = {k: os.environ[k] for k in _BASE_ENV_KEYS if k in os.environ}
+    env["HOME"] = str(paths.server_dir(home, name) / "home")
+    env["PYTHONUNBUFFERED"] = "1"
+    env["DO_NOT_TRACK"] = "1"
+    return env
+
+
+def _bin(name: str) -> str:
+    """A console script of this environment (mlflow, prefect, ray)."""
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else (shutil.which(name) or name)
+
+
+@dataclass
+class Server:
+    name: str
+    port: int
+    health_path: str
+    command: Callable[[RunConfig], list[str]]
+    env: Callable[[RunConfig], dict[str, str]]
+    prepare: Callable[[RunConfig, Callable[[str], None]], None] = lambda cfg, say: None
+    after_start: Callable[[RunConfig], None] = lambda cfg: None
+    extra_ports: Callable[[RunConfig], list[int]] = lambda cfg: []
+    ui_path: str = "/"
+    health_ok: Callable[[requests.Response], bool] = field(default=lambda r: r.status_code == 200)
+
+    def url(self, cfg: RunConfig, port: int | None = None) -> str:
+        return cfg.servers.url(port or self.port)
+
+
+# -- Label Studio --------------------------------------------------------------------------
+
+def _ls_prepare(cfg: RunConfig, say: Callable[[str], None]) -> None:
+    home = cfg.home
+    venv = paths.venv_dir(home, "label-studio")
+    marker = venv / f".installed-{cfg.servers.label_studio_version}"
+    if not marker.exists():
+        say(f"label-studio: creating its own virtualenv at {venv} (its pins clash with ours; ~1-2 min once)")
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check",
+                        f"label-studio=={cfg.servers.label_studio_version}"], check=True)
+        marker.touch()
+    secret = paths.secrets_dir(home) / "label-studio.json"
+    if not secret.exists():
+        # Generated once per data dir; Label Studio writes the user and token only on first boot.
+        paths.write_secret(home, "label-studio", {
+            "username": "admin@alignline.local",
+            "password": secrets.token_urlsafe(18),
+            "token": secrets.token_hex(20),  # 40 chars: Label Studio's limit
+        })
+
+
+def _ls_env(cfg: RunConfig) -> dict[str, str]:
+    cred = paths.read_secret(cfg.home, "label-studio")
+    env = _base_env(cfg.home, "label-studio")
+    env.update({
+        "LABEL_STUDIO_BASE_DATA_DIR": str(paths.server_dir(cfg.home, "label-studio") / "data"),
+        "LABEL_STUDIO_USERNAME": cred["username"],
+        "LABEL_STUDIO_PASSWORD": cred["password"],
+        "LABEL_STUDIO_USER_TOKEN": cred["token"],
+        # 1.23 disables legacy tokens for a new organization; the platform and the
+        # scripted annotator authenticate with the bootstrapped token.
+        "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+        "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
+        "LABEL_STUDIO_LATEST_VERSION_CHECK": "false",
+        "LABEL_STUDIO_COLLECT_ANALYTICS": "false",
+        "SENTRY_DSN": "", "FRONTEND_SENTRY_DSN": "",
+        "LABEL_STUDIO_HOST": cfg.servers.url(cfg.servers.label_studio_port),
+    })
+    return env
+
+
+def _ls_command(cfg: RunConfig) -> list[str]:
+    venv = paths.venv_dir(cfg.home, "label-studio")
+    return [str(venv / "bin" / "label-studio"), "start", "--no-browser",
+            "--internal-host", cfg.servers.host, "--port", str(cfg.servers.label_studio_port)]
+
+
+def _ls_verify(cfg: RunConfig) -> None:
+    """The bootstrapped token must authorise real SDK calls, not just exist."""
+    from label_studio_sdk import LabelStudio
+
+    token = paths.read_secret(cfg.home, "label-studio")["token"]
+    client = LabelStudio(base_url=cfg.servers.url(cfg.servers.label_studio_port), api_key=token)
+    try:
+        client.users.whoami()
+    except Exception as e:  # the SDK raises its own ApiError types
+        raise ServerError(f"label-studio answered but its API token was refused ({type(e).__name__}); "
+                          f"see {paths.log_file(cfg.home, 'label-studio')}") from None
+
+
+# -- MLflow ------------------------------------------------------------------------------------
+
+def _mlflow_command(cfg: RunConfig) -> list[str]:
+    d = paths.server_dir(cfg.home, "mlflow")
+    return [_bin("mlflow"), "server", "--backend-store-uri", f"sqlite:///{d / 'mlflow.db'}",
+            "--artifacts-destination", str(d / "artifacts"), "--host", cfg.servers.host,
+            "--port", str(cfg.servers.mlflow_port), "--workers", "1"]
+
+
+def _mlflow_env(cfg: RunConfig) -> dict[str, str]:
+    env = _base_env(cfg.home, "mlflow")
+    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    return env
+
+
+# -- Prefect -------------------------------------------------------------------------------------
+
+def prefect_env(cfg: RunConfig) -> dict[str, str]:
+    """Settings a process needs to use this data dir's Prefect server."""
+    return {"PREFECT_HOME": str(paths.server_dir(cfg.home, "prefect")),
+            "PREFECT_API_URL": f"{cfg.servers.url(cfg.servers.prefect_port)}/api",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+
+
+def _prefect_command(cfg: RunConfig) -> list[str]:
+    return [_bin("prefect"), "server", "start", "--host", cfg.servers.host, "--port", str(cfg.servers.prefect_port)]
+
+
+def _prefect_env(cfg: RunConfig) -> dict[str, str]:
+    env = _base_env(cfg.home, "prefect")
+    env.update(prefect_env(cfg))
+    env.pop("PREFECT_API_URL")  # the server itself needs no client URL
+    env["PREFECT_UI_API_URL"] = f"{cfg.servers.url(cfg.servers.prefect_port)}/api"
+    return env
+
+
+# -- Ray ---------------------------------------------------------------------------------------------
+
+# Ray turns 127.0.0.1 into the machine's routable address unless its
+# "cluster" mode is off; off, every Ray server binds loopback. Drivers that
+# attach need the same setting so they look for the node on 127.0.0.1.
+RAY_CLIENT_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def _ray_ports(cfg: RunConfig) -> dict[str, int]:
+    # Ray opens several fixed ports besides GCS; deriving them from ray_port keeps
+    # two data dirs (two configs) from colliding.
+    base = cfg.servers.ray_port
+    return {"node-manager-port": base + 1, "object-manager-port": base + 2, "metrics-export-port": base + 3,
+            "dashboard-agent-listen-port": base + 4, "dashboard-agent-grpc-port": base + 5,
+            "runtime-env-agent-port": base + 6}
+
+
+def _ray_command(cfg: RunConfig) -> list[str]:
+    s = cfg.servers
+    cmd = [_bin("ray"), "start", "--head", "--block", "--disable-usage-stats",
+           "--node-ip-address", s.host, "--port", str(s.ray_port),
+           "--dashboard-host", s.host, "--dashboard-port", str(s.ray_dashboard_port), "--include-dashboard", "true",
+           "--ray-client-server-port", str(s.ray_client_port),
+           "--min-worker-port", str(s.ray_min_worker_port), "--max-worker-port", str(s.ray_max_worker_port),
+           "--num-cpus", str(s.ray_num_cpus), "--object-store-memory", str(s.ray_object_store_mb * 1024 * 1024),
+           "--temp-dir", str(paths.ray_temp_dir(cfg.home))]
+    for flag, port in _ray_ports(cfg).items():
+        cmd += [f"--{flag}", str(port)]
+    return cmd
+
+
+def _ray_env(cfg: RunConfig) -> dict[str, str]:
+    env = _base_env(cfg.home, "ray")
+    env.update(RAY_CLIENT_ENV)
+    # Workers must import alignline exactly as the driver does.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p and "site-packages" not in p and Path(p).is_dir())
+    return env
+
+
+def servers(cfg: RunConfig) -> list[Server]:
+    s = cfg.servers
+    return [
+        Server("label-studio", s.label_studio_port, "/health", _ls_command, _ls_env, _ls_prepare, _ls_verify),
+        Server("mlflow", s.mlflow_port, "/health", _mlflow_command, _mlflow_env),
+        Server("prefect", s.prefect_port, "/api/health", _prefect_command, _prefect_env),
+        Server("ray", s.ray_port, "/api/gcs_healthz", _ray_command, _ray_env,
+               extra_ports=lambda c: [c.servers.ray_dashboard_port, c.servers.ray_client_port, *_ray_ports(c).values()],
+               ui_path="/"),
+    ]
+
+
+# -- process bookkeeping ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ServerStatus:
+    name: str
+    url: str
+    healthy: bool
+    pid: int | None
+
+
+def _read_pid(home: Path, name: str) -> int | None:
+    path = paths.pid_file(home, name)
+    try:
+        pid = int(path.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    return pid if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE else None
+
+
+def _health_url(cfg: RunConfig, srv: Server) -> str:
+    port = cfg.servers.ray_dashboard_port if srv.name == "ray" else srv.port
+    return srv.url(cfg, port) + srv.health_path
+
+
+def _healthy(cfg: RunConfig, srv: Server) -> bool:
+    try:
+        return srv.health_ok(requests.get(_health_url(cfg, srv), timeout=3))
+    except requests.RequestException:
+        return False
+
+
+def _port_taken(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def _holder(port: int) -> str:
+    try:
+        for conn in psutil.net_connections(kind="inet"):
+            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
+                proc = psutil.Process(conn.pid)
+                return f"pid {conn.pid} ({' '.join(proc.cmdline()[:3])})"
+    except (psutil.Error, OSError):
+        pass
+    return "another process"
+
+
+def status(cfg: RunConfig) -> list[ServerStatus]:
+    out = []
+    for srv in servers(cfg):
+        pid = _read_pid(cfg.home, srv.name)
+        out.append(ServerStatus(srv.name, srv.url(cfg, cfg.servers.ray_dashboard_port if srv.name == "ray" else None),
+                                pid is not None and _healthy(cfg, srv), pid))
+    return out
+
+
+def _start(cfg: RunConfig, srv: Server, say: Callable[[str], None]) -> subprocess.Popen | None:
+    pid = _read_pid(cfg.home, srv.name)
+    if pid is not None:
+        say(f"{srv.name}: already running (pid {pid})")
+        return None
+    for port in [srv.port, *srv.extra_ports(cfg)]:
+        if _port_taken(cfg.servers.host, port):
+            raise ServerError(f"{srv.name}: port {port} on {cfg.servers.host} is taken by {_holder(port)}, "
+                              f"not by this data dir's server; stop it or choose another port in [servers]")
+    srv.prepare(cfg, say)
+    log = open(paths.log_file(cfg.home, srv.name), "ab")
+    proc = subprocess.Popen(srv.command(cfg), env=srv.env(cfg), stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, cwd=paths.server_dir(cfg.home, srv.name),
+                            start_new_session=True)  # its own process group: `down` signals just that
+    paths.pid_file(cfg.home, srv.name).write_text(str(proc.pid))
+    say(f"{srv.name}: starting (pid {proc.pid}, log {paths.log_file(cfg.home, srv.name)})")
+    return proc
+
+
+def up(cfg: RunConfig, say: Callable[[str], None] = print) -> list[ServerStatus]:
+    """Start every server that is not running, then wait for all health checks."""
+    cfg.home.mkdir(parents=True, exist_ok=True)
+    (paths.server_dir(cfg.home, "label-studio") / "home").mkdir(exist_ok=True)
+    procs = {srv.name: _start(cfg, srv, say) for srv in servers(cfg)}
+    deadline = time.monotonic() + cfg.servers.start_timeout_s
+    pending = {srv.name: srv for srv in servers(cfg)}
+    while pending:
+        for name, srv in list(pending.items()):
+            proc = procs[name]
+            if proc is not None and proc.poll() is not None:
+                raise ServerError(f"{name}: exited with code {proc.returncode} during start; "
+                                  f"see {paths.log_file(cfg.home, name)}")
+            if _healthy(cfg, srv):
+                srv.after_start(cfg)
+                say(f"{name}: healthy at {_health_url(cfg, srv).rsplit('/', 1)[0] if name != 'ray' else srv.url(cfg, cfg.servers.ray_dashboard_port)}")
+                del pending[name]
+        if pending and time.monotonic() > deadline:
+            name = next(iter(pending))
+            raise ServerError(f"{name}: no healthy answer from {_health_url(cfg, pending[name])} within "
+                              f"{cfg.servers.start_timeout_s:.0f}s; see {paths.log_file(cfg.home, name)}")
+        time.sleep(1.0)
+    return status(cfg)
+
+
+def down(cfg: RunConfig, say: Callable[[str], None] = print, timeout_s: float = 30.0) -> None:
+    """Stop what `up` started (by recorded pid), nothing else."""
+    for srv in reversed(servers(cfg)):
+        pid = _read_pid(cfg.home, srv.name)
+        pidf = paths.pid_file(cfg.home, srv.name)
+        if pid is None:
+            pidf.unlink(missing_ok=True)
+            say(f"{srv.name}: not running")
+            continue
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and _group_alive(pid):
+            time.sleep(0.3)
+        if _group_alive(pid):
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        pidf.unlink(missing_ok=True)
+        say(f"{srv.name}: stopped")
+
+
+def _group_alive(pgid: int) -> bool:
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
+                return True
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return False
