@@ -139,8 +139,10 @@ class Registry:
         done = target / ".complete"
         if not done.exists():
             target.mkdir(parents=True, exist_ok=True)
-            mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{info.version}",
-                                                dst_path=str(target), tracking_uri=self.tracking_uri)
+            # The version's own source (runs:/... or models:/m-...), resolved against
+            # this registry's server rather than the process-global registry URI.
+            mlflow.artifacts.download_artifacts(artifact_uri=info.source, dst_path=str(target),
+                                                tracking_uri=self.tracking_uri)
             done.touch()
         return target
 

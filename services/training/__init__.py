@@ -1,0 +1,19 @@
+"""training: the pretraining and SFT recipes, run in one process or on Ray Train workers.
+
+Later recipes (reward models, rejection sampling, PPO, GAtt) reuse `launch`,
+`optimizer_step`, the checkpoint helpers and the packing helpers.
+"""
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .launch import LaunchOptions, WorkerContext, launch
+from .optimization import build_adamw, cosine_lr_factor, cosine_with_warmup
+from .packing import PackedRows, pack_dialogues, pack_documents, step_rows
+from .pretrain import PretrainJob, pretrain_loop, train_pretrain
+from .sft import SFTJob, encode_sft_rows, sft_loop, total_sft_steps, train_sft, write_sft_rows
+from .step import StepResult, optimizer_step, token_loss_sum
+from .tracking import MetricsLogger, end_run, start_run
+
+__all__ = ["latest_checkpoint", "load_checkpoint", "save_checkpoint", "LaunchOptions", "WorkerContext", "launch",
+           "build_adamw", "cosine_lr_factor", "cosine_with_warmup", "PackedRows", "pack_dialogues", "pack_documents",
+           "step_rows", "PretrainJob", "pretrain_loop", "train_pretrain", "SFTJob", "encode_sft_rows", "sft_loop",
+           "total_sft_steps", "train_sft", "write_sft_rows", "StepResult", "optimizer_step", "token_loss_sum",
+           "MetricsLogger", "end_run", "start_run"]

@@ -1,0 +1,58 @@
+"""Session fixtures shared by every test package.
+
+`servers` starts the real Label Studio, MLflow, Prefect and Ray of a test data
+dir (its own ports, so a developer's `alignline up` keeps running beside it)
+once per session and stops them at the end. The data dir is kept between runs
+(Label Studio's virtualenv takes a minute to build); set ALIGNLINE_TEST_HOME to
+move it.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from alignline.config import RunConfig, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_HOME = Path(os.environ.get("ALIGNLINE_TEST_HOME", REPO / ".alignline-test"))
+# Ports well away from the defaults of a developer's own data dir.
+TEST_SERVER_OVERRIDES = [
+    "servers.label_studio_port=28080", "servers.mlflow_port=25000", "servers.prefect_port=24200",
+    "servers.ray_port=26379", "servers.ray_dashboard_port=28265", "servers.ray_client_port=21001",
+    "servers.ray_min_worker_port=30000", "servers.ray_max_worker_port=30999",
+    "servers.start_timeout_s=300",
+]
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Ray reads this at import: with it, Ray keeps every server on 127.0.0.1.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+
+def make_test_config(*overrides: str) -> RunConfig:
+    return load_config(overrides=[*TEST_SERVER_OVERRIDES, *overrides], home=TEST_HOME)
+
+
+@pytest.fixture(scope="session")
+def servers() -> RunConfig:
+    """A RunConfig whose four servers are up and healthy for the whole session."""
+    from alignline.infra import down, up
+
+    cfg = make_test_config()
+    up(cfg, say=lambda msg: print(f"[servers] {msg}"))
+    yield cfg
+    down(cfg, say=lambda msg: print(f"[servers] {msg}"))
+
+
+@pytest.fixture(scope="session")
+def prefect_server(servers):
+    """Prefect settings that point flows at the session's real Prefect server."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from alignline.infra import prefect_env
+
+    with temporary_settings({PREFECT_API_URL: prefect_env(servers)["PREFECT_API_URL"]}):
+        yield servers

@@ -1,0 +1,42 @@
+import json
+
+import pytest
+
+from alignline.services.data import SFTDataError, default_sft_table, read_jsonl, table_dialogues
+
+
+def test_default_sft_data_is_deterministic_and_has_both_parts():
+    table = default_sft_table(stdlib_limit=50)
+    assert table.equals(default_sft_table(stdlib_limit=50))
+    sources = table.column("source").to_pylist()
+    assert sources.count("stdlib-docstring") == 50 and sources.count("safety") >= 20
+    first = table_dialogues(table)[0]
+    assert [m["role"] for m in first] == ["system", "user", "assistant"]
+    assert first[2]["content"].startswith("`json.")  # answered from the signature and docstring
+    safety = [d for d, s in zip(table_dialogues(table), sources) if s == "safety"]
+    assert all("irreversible" in d[-1]["content"] for d in safety)
+
+
+def test_jsonl_accepts_prompt_response_and_messages(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps({"prompt": "p", "response": "r", "system": "s"}) + "\n\n" +
+                    json.dumps({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                                             {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]}) + "\n")
+    dialogues = read_jsonl(path)
+    assert dialogues[0] == [{"role": "system", "content": "s"}, {"role": "user", "content": "p"},
+                            {"role": "assistant", "content": "r"}]
+    assert len(dialogues[1]) == 4
+
+
+@pytest.mark.parametrize("line, message", [
+    ("{not json", "line 1: not valid JSON"),
+    (json.dumps({"question": "q"}), "line 1: needs 'prompt' and 'response'"),
+    (json.dumps({"prompt": "p", "response": 3}), "line 1: 'response' must be a string"),
+    (json.dumps({"prompt": "p", "response": "  "}), "line 1: message 1 is an empty answer"),
+    (json.dumps({"messages": [{"role": "user", "content": "a"}]}), "line 1: a dialogue for training must end"),
+])
+def test_jsonl_errors_name_the_line_and_the_rule(tmp_path, line, message):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(line + "\n")
+    with pytest.raises(SFTDataError, match=message):
+        read_jsonl(path)

@@ -1,0 +1,61 @@
+"""The registry against a real MLflow server: register with lineage, aliases, promotion history."""
+import uuid
+
+import mlflow
+import pytest
+
+from alignline.services.registry import CANDIDATE, CHAMPION, Lineage, Registry, RegistryError
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def registry(servers):
+    return Registry(servers.servers.url(servers.servers.mlflow_port))
+
+
+def _register(registry, name, tmp_path, marker):
+    folder = tmp_path / f"model-{marker}"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"marker": "%s"}' % marker)
+    mlflow.set_tracking_uri(registry.tracking_uri)
+    mlflow.set_experiment("registry-tests")
+    with mlflow.start_run() as run:
+        return registry.register_dir(name, folder, Lineage(datasets=("corpus@abc",), parents=("base/1",),
+                                                           config_hash="cfg1", method="sft"), run.info.run_id)
+
+
+def test_register_records_lineage_and_candidate(registry, tmp_path):
+    name = f"policy-{uuid.uuid4().hex[:6]}"
+    v = _register(registry, name, tmp_path, "one")
+    assert v.version == "1" and CANDIDATE in v.aliases
+    assert v.tags["lineage.datasets"] == "corpus@abc" and v.tags["lineage.parents"] == "base/1"
+    assert v.tags["lineage.method"] == "sft" and v.tags["lineage.config_hash"] == "cfg1"
+    assert len(v.tags["lineage.git_commit"]) in (7, 40) or v.tags["lineage.git_commit"] == "unknown"
+    files = registry.download(name, CANDIDATE, tmp_path / "dl")
+    assert '"one"' in next(files.rglob("config.json")).read_text()
+
+
+def test_promote_moves_champion_and_keeps_history(registry, tmp_path):
+    name = f"policy-{uuid.uuid4().hex[:6]}"
+    _register(registry, name, tmp_path, "a")
+    _register(registry, name, tmp_path, "b")
+    assert registry.latest(name).version == "2"  # no champion yet: candidate
+    registry.promote(name, "1", reviewer="ada", reason="first release")
+    assert registry.latest(name).version == "1"  # champion wins over candidate
+    record = registry.promote(name, "2", reviewer="grace", reason="wins 60%", gates={"win_rate": 0.6})
+    assert record["previous"] == "1"
+    assert registry.get(name, CHAMPION).version == "2"
+    history = registry.promotion_history(name)
+    assert [(h["version"], h["reviewer"], h["previous"]) for h in history] == [("1", "ada", None), ("2", "grace", "1")]
+    tags = registry.get(name, "2").tags
+    assert tags["promotion.reviewer"] == "grace" and tags["promotion.reason"] == "wins 60%"
+
+
+def test_promote_needs_reviewer_and_reason(registry, tmp_path):
+    name = f"policy-{uuid.uuid4().hex[:6]}"
+    _register(registry, name, tmp_path, "a")
+    with pytest.raises(RegistryError, match="reviewer and a reason"):
+        registry.promote(name, "1", reviewer="", reason="x")
+    with pytest.raises(RegistryError, match="no version or alias"):
+        registry.get(name, CHAMPION)

@@ -1,0 +1,14 @@
+import numpy as np
+import pytest
+
+from alignline.services.training import pack_documents
+
+
+@pytest.fixture(scope="session")
+def pretrain_rows(tokenizer, real_texts, tmp_path_factory):
+    """Packed rows (N, 64) of all source texts but the last, which is held out."""
+    docs = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in real_texts[:-1]]
+    rows = pack_documents(docs, 64, tokenizer.bos_token_id, tokenizer.eos_token_id)
+    path = tmp_path_factory.mktemp("rows") / "rows.npy"
+    np.save(path, rows.input_ids)
+    return path
