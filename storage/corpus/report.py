@@ -1,0 +1,176 @@
+"""The corpus audit report: Markdown with matplotlib PNGs (Llama 2 §4.1 and Table 9 layout).
+
+Counts documents and tokens, length distributions, the language mix seen by
+language ID, pronoun and identity-term shares (Table 9), a lexicon toxicity
+proxy, the top reasons documents were dropped, duplicate cluster sizes and
+benchmark contamination buckets.
+"""
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .documents import Document, Dropped, StepStats  # noqa: E402
+
+# Llama 2 Table 9a: documents containing each pronoun group.
+PRONOUNS = {
+    "She (she, her, hers, herself)": {"she", "her", "hers", "herself"},
+    "He (he, him, his, himself)": {"he", "him", "his", "himself"},
+    "Unspecified (they, them, their, ...)": {"they", "them", "their", "theirs", "themselves", "theirself", "themself"},
+    "1st-person (I, me, my, we, us, our, ...)": {"i", "me", "my", "mine", "myself", "we", "us", "our", "ours", "ourselves"},
+    "2nd-person (you, your, ...)": {"you", "your", "yours", "yourself", "yourselves"},
+}
+# Llama 2 Table 9b axes; percentages are of the documents that mention the axis at all.
+IDENTITY_TERMS = {
+    "Gender and Sex": ["female", "male", "feminine", "masculine", "transgender", "gender", "woman", "women", "man", "men",
+                       "girl", "boy", "nonbinary", "sex"],
+    "Sexual Orientation": ["gay", "lesbian", "queer", "bi", "bisexual", "heterosexual", "homosexual", "straight", "asexual", "lgbt"],
+    "Nationality": ["american", "indian", "chinese", "korean", "mexican", "british", "german", "french", "japanese",
+                    "russian", "canadian", "italian", "spanish", "dutch", "swedish", "australian"],
+    "Race and Ethnicity": ["european", "african", "asian", "indigenous", "latin", "latino", "hispanic", "white", "black",
+                           "arab", "caucasian", "native"],
+    "Religion": ["christian", "religious", "spiritual", "catholic", "jewish", "muslim", "hindu", "buddhist", "atheist",
+                 "protestant", "islam", "christianity", "judaism"],
+}
+# Toxicity proxy lexicon (the paper scores with a ToxiGen-tuned HateBERT, Llama 2 §4.1): insults and threats.
+TOXIC_TERMS = frozenset("idiot idiots stupid moron morons dumb retard retarded loser losers scum trash pathetic disgusting "
+                        "hate hateful kill killing murder die bastard bitch crap damn shit fuck fucking asshole "
+                        "worthless ugly freak".split())
+_WORD = re.compile(r"[a-z]+")
+
+
+def document_terms(text: str) -> set[str]:
+    return set(_WORD.findall(text.lower()))
+
+
+def demographics(texts: Sequence[str], top: int = 5) -> dict[str, Any]:
+    """Table 9 figures: % of docs with each pronoun group; per axis, % of docs mentioning it and its top terms."""
+    n = max(len(texts), 1)
+    pronoun_docs = Counter()
+    axis_docs = Counter()
+    term_docs = {axis: Counter() for axis in IDENTITY_TERMS}
+    for text in texts:
+        terms = document_terms(text)
+        for group, words in PRONOUNS.items():
+            pronoun_docs[group] += bool(terms & words)
+        for axis, words in IDENTITY_TERMS.items():
+            found = terms.intersection(words)
+            if found:
+                axis_docs[axis] += 1
+                term_docs[axis].update(found)
+    return {
+        "pronouns": {g: 100 * pronoun_docs[g] / n for g in PRONOUNS},
+        "axes": {axis: {"docs_pct": 100 * axis_docs[axis] / n,
+                        "top": [(t, 100 * c / max(axis_docs[axis], 1)) for t, c in term_docs[axis].most_common(top)]}
+                 for axis in IDENTITY_TERMS},
+    }
+
+
+def toxicity_share(texts: Sequence[str], min_terms: int) -> float:
+    if not texts:
+        return 0.0
+    return sum(len(document_terms(t) & TOXIC_TERMS) >= min_terms for t in texts) / len(texts)
+
+
+def _bar(path: Path, labels: list[str], values: list[float], title: str, xlabel: str) -> str:
+    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.3 * len(labels) + 1)))
+    ax.barh(labels[::-1], values[::-1])
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path.name
+
+
+def _hist(path: Path, values: np.ndarray, title: str, xlabel: str, log: bool = True) -> str:
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    values = np.asarray(values, dtype=float)
+    if values.size:
+        bins = np.logspace(0, np.log10(max(values.max(), 10)), 40) if log else 30
+        ax.hist(np.maximum(values, 1), bins=bins)
+        if log:
+            ax.set_xscale("log")
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("documents")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path.name
+
+
+def write_report(folder: str | Path, docs: Sequence[Document], stats: Sequence[StepStats], dropped: Sequence[Dropped],
+                 reject_counts: dict[str, int], languages: dict[str, int], contamination: dict[str, dict[str, int]] | None = None,
+                 *, top_terms: int = 5, toxicity_min_terms: int = 2, title: str = "Corpus report",
+                 extra: dict[str, Any] | None = None) -> Path:
+    """Write `report.md` and its PNGs into `folder`; returns the Markdown file's path."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    texts = [d.text for d in docs]
+    chars = np.array([len(t) for t in texts])
+    tokens = np.array([len(t.split()) for t in texts])
+    reasons = Counter(f"{d.step}: {d.reason}" for d in dropped)
+    clusters = Counter(d.metadata.get("cluster_id") for d in docs if d.metadata.get("cluster_id"))
+    near_drops = Counter(d.detail.split(" ")[0] for d in dropped if d.reason == "near_duplicate")
+    cluster_sizes = [clusters[c] + near_drops.get(c, 0) for c in clusters]
+    demo = demographics(texts, top_terms)
+    lines = [f"# {title}", ""]
+    for key, value in (extra or {}).items():
+        lines.append(f"- **{key}**: {value}")
+    lines += ["", "## Counts", "", "| | value |", "|---|---|",
+              f"| documents kept | {len(docs):,} |", f"| tokens (whitespace words) | {int(tokens.sum()):,} |",
+              f"| characters | {int(chars.sum()):,} |", f"| documents dropped | {len(dropped):,} |",
+              f"| malformed records rejected | {sum(reject_counts.values()):,} |", ""]
+    lines += ["## Steps", "", "| step | in | kept | dropped | seconds | edits |", "|---|---|---|---|---|---|"]
+    for s in stats:
+        edits = ", ".join(f"{k}={v}" for k, v in sorted(s.counters.items()))
+        lines.append(f"| {s.step} | {s.docs_in:,} | {s.kept:,} | {sum(s.dropped.values()):,} | {s.seconds:.2f} | {edits} |")
+    lines += ["", "## Lengths", "", f"![characters]({_hist(folder / 'chars.png', chars, 'Document length', 'characters')})",
+              f"![tokens]({_hist(folder / 'tokens.png', tokens, 'Document length', 'whitespace tokens')})", ""]
+    lang_items = sorted(languages.items(), key=lambda kv: -kv[1])
+    total_lang = max(sum(languages.values()), 1)
+    lines += ["## Language mix (before the language filter; stopword-ratio language ID)", "", "| language | documents | % |", "|---|---|---|"]
+    lines += [f"| {k} | {v:,} | {100 * v / total_lang:.2f} |" for k, v in lang_items]
+    if lang_items:
+        lines += ["", f"![languages]({_bar(folder / 'languages.png', [k for k, _ in lang_items], [v for _, v in lang_items], 'Language mix', 'documents')})"]
+    lines += ["", "## Demographic representation (Llama 2 Table 9 layout)", "", "### (a) Pronouns", "",
+              "| gender pronouns | % documents |", "|---|---|"]
+    lines += [f"| {g} | {p:.2f} |" for g, p in demo["pronouns"].items()]
+    lines += ["", "### (b) Identities", "", "| axis | % documents mentioning | top terms (% of those documents) |", "|---|---|---|"]
+    for axis, row in demo["axes"].items():
+        lines.append(f"| {axis} | {row['docs_pct']:.2f} | " + ", ".join(f"{t} ({p:.1f})" for t, p in row["top"]) + " |")
+    lines += ["", "## Toxicity proxy", "",
+              f"{100 * toxicity_share(texts, toxicity_min_terms):.3f}% of documents contain at least {toxicity_min_terms} distinct "
+              "terms of a small insult/threat lexicon (a proxy for the paper's HateBERT classifier).", ""]
+    top = reasons.most_common(15)
+    lines += ["## Top drop reasons", "", "| step: reason | documents |", "|---|---|"]
+    lines += [f"| {r} | {c:,} |" for r, c in top]
+    if top:
+        lines += ["", f"![dropped]({_bar(folder / 'dropped.png', [r for r, _ in top], [c for _, c in top], 'Dropped documents', 'documents')})"]
+    if reject_counts:
+        lines += ["", "### Rejected records", "", "| reason | records |", "|---|---|"]
+        lines += [f"| {r} | {c:,} |" for r, c in sorted(reject_counts.items())]
+    size_counts = Counter(cluster_sizes)
+    lines += ["", "## Near-duplicate clusters", "", f"{len(cluster_sizes):,} clusters with a kept member; "
+              f"{sum(near_drops.values()):,} documents removed as near duplicates.", "",
+              "| cluster size | clusters |", "|---|---|"]
+    lines += [f"| {s} | {c:,} |" for s, c in sorted(size_counts.items())[:20]]
+    if cluster_sizes:
+        lines += ["", f"![clusters]({_hist(folder / 'clusters.png', np.array(cluster_sizes), 'Duplicate cluster sizes', 'documents per cluster', log=False)})"]
+    if contamination:
+        lines += ["", "## Benchmark contamination (Llama 2 A.6)", "",
+                  "| eval set | samples | clean (<20%) | not clean | not dirty | dirty (>=80%) |", "|---|---|---|---|---|---|"]
+        lines += [f"| {name} | {s['samples']} | {s['clean']} | {s['not_clean']} | {s['not_dirty']} | {s['dirty']} |"
+                  for name, s in contamination.items()]
+    path = folder / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,91 @@
+import json
+import random
+import sys
+from pathlib import Path
+
+import pytest
+from prefect.testing.utilities import prefect_test_harness
+
+from alignline.config import load_config
+from alignline.storage import Catalog
+from alignline.storage import corpus as storage_corpus
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "storage" / "corpus"))
+from corpus_texts import prose  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prefect_engine():
+    with prefect_test_harness():
+        yield
+
+
+def write_source(folder: Path) -> tuple[Path, Path]:
+    rng = random.Random(0)
+    lines = []
+    for i in range(30):
+        lines.append(json.dumps({"id": f"doc{i}", "text": prose(1000 + i, 12) + f" Mail admin{i}@example.com today."}))
+    lines.append(json.dumps({"id": "dup-exact", "text": prose(1000, 12).upper() + " Mail admin0@example.com today."}))
+    words = prose(1001, 12).split()
+    words[rng.randrange(len(words))] = "changed"
+    lines.append(json.dumps({"id": "dup-near", "text": " ".join(words) + " Mail admin1@example.com today."}))
+    lines.append(json.dumps({"id": "short", "text": "Too short to keep."}))
+    lines += ["{broken json", json.dumps({"id": "notext"})]
+    source = folder / "corpus.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    evalset = folder / "eval.jsonl"
+    evalset.write_text(json.dumps({"id": "leak", "text": " ".join(prose(1005, 12).split()[:60])}) + "\n"
+                       + json.dumps({"id": "fresh", "text": prose(5000, 3)}) + "\n")
+    return source, evalset
+
+
+def config(home: Path, *extra: str):
+    return load_config("tiny", home=home, overrides=["corpus.dedup_band_tasks=2", *extra])
+
+
+def test_flow_publishes_corpus_dropped_rejects_and_report_then_caches(tmp_path, monkeypatch):
+    from alignline.flows.corpus import run_corpus
+
+    source, evalset = write_source(tmp_path)
+    cfg = config(tmp_path / "home", f"corpus.eval_sets=['{evalset}']")
+    first = run_corpus(cfg, [str(source)])
+
+    catalog = Catalog(tmp_path / "home" / "lake")
+    corpus = catalog.read("corpus").to_pylist()
+    ids = {row["id"] for row in corpus}
+    assert ids == {f"doc{i}" for i in range(30)}
+    assert all("@example.com" not in row["text"] and "<EMAIL>" in row["text"] for row in corpus)
+    assert {row["cluster_id"] for row in corpus if row["id"] == "doc1"} == {"doc1"}
+    dropped = {row["id"]: row["reason"] for row in catalog.read("corpus-dropped").to_pylist()}
+    assert dropped == {"dup-exact": "exact_duplicate", "dup-near": "near_duplicate", "short": "language_unknown"}
+    assert sorted(r["reason"] for r in catalog.read("corpus-rejects").to_pylist()) == ["bad_json", "missing_text"]
+    assert first["rejects_by_reason"] == {"bad_json": 1, "missing_text": 1}
+    assert first["contamination"]["eval.jsonl"] == {"samples": 2, "clean": 1, "not_clean": 1, "not_dirty": 1, "dirty": 1}
+    lineage = [v.name for v in catalog.lineage(first["corpus"])]
+    assert lineage[0] == "corpus" and "corpus-raw" in lineage and "corpus-rejects" in lineage
+    assert Path(first["report"]).exists() and list(Path(first["report"]).parent.glob("*.png"))
+
+    # Rerun with the same inputs: every step is a cache hit, nothing is computed or published again.
+    calls = []
+    for name in ("run_steps", "read_sources", "contamination", "write_report"):
+        real = getattr(storage_corpus, name)
+        monkeypatch.setattr(storage_corpus, name, lambda *a, _real=real, _n=name, **k: calls.append(_n) or _real(*a, **k))
+    real_sig = storage_corpus.minhash.signatures
+    monkeypatch.setattr(storage_corpus.minhash, "signatures", lambda *a, **k: calls.append("signatures") or real_sig(*a, **k))
+    second = run_corpus(cfg, [str(source)])
+    assert calls == []
+    assert {k: second[k] for k in ("corpus", "corpus-dropped", "corpus-rejects")} == \
+           {k: first[k] for k in ("corpus", "corpus-dropped", "corpus-rejects")}
+    assert len(catalog.versions("corpus")) == 1
+
+
+def test_validation_failure_publishes_nothing(tmp_path):
+    from alignline.flows.corpus import run_corpus
+    from alignline.storage.corpus import ValidationFailed
+
+    source, _ = write_source(tmp_path)
+    home = tmp_path / "home"
+    with pytest.raises(ValidationFailed) as failure:
+        run_corpus(config(home, "corpus.validation_min_chars=100000", "corpus.validation_max_chars=200000"), [str(source)])
+    assert failure.value.report.exists()
+    assert Catalog(home / "lake").names() == []
