@@ -341,6 +341,10 @@ def down(cfg: RunConfig, say: Callable[[str], None] = print, timeout_s: float = 
             except ProcessLookupError:
                 pass
         pidf.unlink(missing_ok=True)
+        # Sockets of the dead server may linger a moment; `up` right after must find them free.
+        ports_deadline = time.monotonic() + 15
+        while time.monotonic() < ports_deadline and _port_taken(cfg.servers.host, srv.port):
+            time.sleep(0.3)
         say(f"{srv.name}: stopped")
 
 

@@ -1,6 +1,7 @@
 """The run configuration: one typed section per component, named presets, one loader.
 
-Precedence, lowest first: field defaults, the preset's values, the TOML file,
+Precedence, lowest first: field defaults, the preset's values, the TOML file
+(`--config`, else $ALIGNLINE_CONFIG),
 `--set section.field=value` overrides. `load_config` is the one place a run's
 configuration is built and validated.
 """
@@ -90,6 +91,7 @@ def load_config(preset: str | None = None, file: str | Path | None = None,
                 overrides: Iterable[str] = (), home: str | Path | None = None) -> RunConfig:
     """Build and validate the run config. Raises ConfigError naming field, value and rule."""
     file_values: dict[str, Any] = {}
+    file = file or os.environ.get("ALIGNLINE_CONFIG") or None
     if file is not None:
         path = Path(file)
         if not path.is_file():
