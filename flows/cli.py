@@ -67,16 +67,57 @@ def cmd_config(cfg: RunConfig, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_smoke(cfg: RunConfig, args: argparse.Namespace) -> int:
+class ServersDown(RuntimeError):
+    """A command that needs the real servers ran before `alignline up`."""
+
+
+def require_servers(cfg: RunConfig) -> None:
     if not use_servers(cfg):
-        print("smoke needs the servers: run `alignline up` first", file=sys.stderr)
-        return 2
+        raise ServersDown(f"this command needs the servers of {cfg.home}: run `alignline up` first "
+                          "(`alignline status` shows which are down)")
+
+
+def print_result(result: dict) -> None:
+    for key, value in result.items():
+        print(f"{key:<28} {value}")
+
+
+def cmd_smoke(cfg: RunConfig, args: argparse.Namespace) -> int:
+    require_servers(cfg)
     from alignline.flows.smoke import smoke_flow
 
-    result = smoke_flow(cfg)
-    for key, value in result.items():
-        print(f"{key:<24} {value}")
+    print_result(smoke_flow(cfg))
     return 0
+
+
+def cmd_corpus(cfg: RunConfig, args: argparse.Namespace) -> int:
+    use_servers(cfg)  # Prefect server when up; the corpus needs no other server
+    from alignline.flows.corpus import run_corpus
+
+    print_result(run_corpus(cfg, args.source or None, args.eval_set or None))
+    return 0
+
+
+def cmd_pretrain(cfg: RunConfig, args: argparse.Namespace) -> int:
+    require_servers(cfg)
+    from alignline.flows.pretrain import run_pretrain
+
+    print_result(run_pretrain(cfg, corpus_version=args.corpus_version))
+    return 0
+
+
+def cmd_sft(cfg: RunConfig, args: argparse.Namespace) -> int:
+    require_servers(cfg)
+    from alignline.flows.sft import run_sft
+
+    print_result(run_sft(cfg, data=args.data))
+    return 0
+
+
+def cmd_demo(cfg: RunConfig, args: argparse.Namespace) -> int:
+    from alignline.flows.demo import run_demo
+
+    return run_demo(cfg)
 
 
 COMMANDS: dict[str, tuple[str, Callable[[RunConfig, argparse.Namespace], int]]] = {
@@ -85,7 +126,26 @@ COMMANDS: dict[str, tuple[str, Callable[[RunConfig, argparse.Namespace], int]]] 
     "down": ("stop the servers `up` started", cmd_down),
     "config": ("print the resolved run config", cmd_config),
     "smoke": ("touch every component once (dataset, Ray task, MLflow run + model, Label Studio task)", cmd_smoke),
+    "corpus": ("clean, deduplicate, audit and publish a corpus version", cmd_corpus),
+    "pretrain": ("train the tokenizer and the base model on the latest corpus; register `base`", cmd_pretrain),
+    "sft": ("supervised fine-tuning of the base model; register `policy` as candidate", cmd_sft),
+    "demo": ("the whole line on the built-in data: servers, corpus, base model, SFT, ... and where to look", cmd_demo),
 }
+
+
+def _stage_args(name: str, p: argparse.ArgumentParser) -> None:
+    if name == "config":
+        p.add_argument("--explain", action="store_true", help="list every field with its doc and source")
+    elif name == "corpus":
+        p.add_argument("--source", action="append", default=[], metavar="local|PATH",
+                       help="JSONL, Parquet or text folder (repeatable; overrides corpus.sources)")
+        p.add_argument("--eval-set", action="append", default=[], metavar="FILE",
+                       help="evaluation set checked for contamination (repeatable; overrides corpus.eval_sets)")
+    elif name == "pretrain":
+        p.add_argument("--corpus-version", default="latest", help="corpus dataset version (default latest)")
+    elif name == "sft":
+        p.add_argument("--data", metavar="PATH.jsonl|DATASET[@VERSION]",
+                       help="demonstrations (default: the built-in stdlib Q&A + safety set)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,8 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (help_text, _) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         _common(p)
-        if name == "config":
-            p.add_argument("--explain", action="store_true", help="list every field with its doc and source")
+        _stage_args(name, p)
     return parser
 
 
@@ -115,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a clear one-line message; tracebacks with ALIGNLINE_DEBUG=1
         from alignline.infra import ServerError
 
-        if isinstance(e, ServerError) and not os.environ.get("ALIGNLINE_DEBUG"):
+        if isinstance(e, (ServerError, ServersDown)) and not os.environ.get("ALIGNLINE_DEBUG"):
             print(f"alignline: {e}", file=sys.stderr)
             return 1
         raise
