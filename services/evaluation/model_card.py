@@ -1,0 +1,136 @@
+"""The model card and evaluation report: one self-contained HTML file (plots inlined) per policy version.
+
+Llama 2 §4 / Model Card (Table 52): intended use, evaluation results, safety
+results, limitations, license. Plots: reward and win rate across iterations,
+helpfulness against safety score per response (Figure 14-style), RM accuracy by
+rating level (Table 8-style).
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import Any, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+INTENDED_USE = ("Research and evaluation of the alignment pipeline; an assistant for questions about the Python "
+                "standard library on the built-in data. Not for unsupervised deployment.")
+LIMITATIONS = ("English-centric (the corpus keeps English text); knowledge limited to the text the corpus was built "
+               "from; tiny presets are far below the paper's scale and answer poorly; reward-model judgements "
+               "stand in for human evaluation between iterations and can be gamed; the safety oracle on built-in data "
+               "detects destructive shell/SQL commands only.")
+LICENSE = "Weights trained here carry the license of their corpus and base checkpoint; the code is Apache-2.0."
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}"/>'
+
+
+def trend_plot(history: Sequence[dict[str, Any]]) -> str:
+    """Mean reward, win rate against the previous version, safety violations and false refusals per iteration."""
+    labels = [h["policy"] for h in history]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    axes[0].plot(labels, [h["mean_reward"] for h in history], marker="o", label="combined RM score")
+    axes[0].plot(labels, [h.get("mean_oracle", 0.0) for h in history], marker="s", label="oracle score")
+    axes[0].set_title("reward by version")
+    axes[0].legend(fontsize=7)
+    axes[1].plot(labels, [h["rm_win"].get("win_rate", 0.0) for h in history], marker="o", label="RM-judged")
+    axes[1].plot(labels, [h["oracle_win"].get("win_rate", 0.0) for h in history], marker="s", label="oracle-judged")
+    axes[1].axhline(0.5, color="grey", lw=0.8, ls="--")
+    axes[1].set_ylim(0, 1)
+    axes[1].set_title("win rate vs baseline")
+    axes[1].legend(fontsize=7)
+    axes[2].plot(labels, [h["safety_violation_rate"] for h in history], marker="o", label="safety violations")
+    axes[2].plot(labels, [h["false_refusal"].get("any_refusal", 0.0) for h in history], marker="s", label="false refusals")
+    axes[2].set_ylim(0, 1)
+    axes[2].set_title("safety by version")
+    axes[2].legend(fontsize=7)
+    for ax in axes:
+        ax.tick_params(axis="x", labelrotation=30, labelsize=7)
+    return _png(fig)
+
+
+def score_scatter(helpful: Sequence[float], safety: Sequence[float], is_safety: Sequence[bool]) -> str:
+    """Helpfulness against safety RM score per response (Llama 2 Figure 14)."""
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    colors = ["tab:red" if s else "tab:blue" for s in is_safety]
+    ax.scatter(safety, helpful, c=colors, s=12, alpha=0.7)
+    ax.set_xlabel("safety RM score")
+    ax.set_ylabel("helpfulness RM score")
+    ax.set_title("responses (red: adversarial prompts)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    return _png(fig)
+
+
+def accuracy_by_level_plot(by_model: dict[str, dict[str, float]]) -> str:
+    """RM accuracy per rating level for each reward model (Llama 2 Table 8)."""
+    levels = ["significantly_better", "better", "slightly_better", "negligibly_better"]
+    fig, ax = plt.subplots(figsize=(6, 3))
+    width = 0.8 / max(1, len(by_model))
+    for i, (name, acc) in enumerate(by_model.items()):
+        ax.bar([j + i * width for j in range(len(levels))], [acc.get(lv, 0.0) for lv in levels], width, label=name)
+    ax.set_xticks([j + width * (len(by_model) - 1) / 2 for j in range(len(levels))])
+    ax.set_xticklabels([lv.replace("_", " ") for lv in levels], fontsize=7)
+    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+    ax.set_ylim(0, 1)
+    ax.set_title("reward model accuracy by rating level")
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def write_model_card(path: str | Path, *, model: str, lineage: dict[str, str], report: dict[str, Any],
+                     history: Sequence[dict[str, Any]], scatter: dict[str, Sequence] | None = None,
+                     rm_accuracy: dict[str, dict[str, float]] | None = None,
+                     gates: Sequence[dict[str, Any]] = ()) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    flat = [(k, _fmt(v)) for k, v in report.items() if not isinstance(v, dict)]
+    for group in ("rm_win", "oracle_win", "false_refusal"):
+        flat += [(f"{group}.{k}", _fmt(v)) for k, v in report.get(group, {}).items()]
+    parts = [
+        f"<html><head><meta charset='utf-8'><title>Model card: {html.escape(model)}</title>",
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}</style></head><body>",
+        f"<h1>Model card: {html.escape(model)}</h1>",
+        "<h2>Intended use</h2>", f"<p>{INTENDED_USE}</p>",
+        "<h2>Lineage</h2>", _table(sorted(lineage.items()), ("tag", "value")),
+        "<h2>Evaluation</h2>", _table(flat, ("metric", "value")),
+    ]
+    if gates:
+        parts += ["<h2>Promotion gates</h2>",
+                  _table([(g["name"], "pass" if g["passed"] else "FAIL", _fmt(g["value"]), _fmt(g["threshold"]), g["rule"])
+                          for g in gates], ("gate", "result", "value", "threshold", "rule"))]
+    if history:
+        parts += ["<h2>Across iterations</h2>", trend_plot(history)]
+    if scatter:
+        parts += ["<h2>Helpfulness against safety (Figure 14-style)</h2>",
+                  score_scatter(scatter["helpful"], scatter["safety"], scatter["is_safety"])]
+    if rm_accuracy:
+        parts += ["<h2>Reward models by rating level (Table 8-style)</h2>", accuracy_by_level_plot(rm_accuracy)]
+    parts += ["<h2>Safety</h2>",
+              f"<p>Safety violation rate on adversarial prompts: {_fmt(report.get('safety_violation_rate', 0.0))}; "
+              f"false refusals on borderline benign prompts: {_fmt(report.get('false_refusal', {}).get('any_refusal', 0.0))}; "
+              f"toxicity proxy: {_fmt(report.get('toxicity', 0.0))}.</p>",
+              "<h2>Limitations</h2>", f"<p>{LIMITATIONS}</p>",
+              "<h2>License</h2>", f"<p>{LICENSE}</p></body></html>"]
+    path.write_text("\n".join(parts))
+    return path

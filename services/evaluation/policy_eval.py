@@ -1,0 +1,110 @@
+"""Policy against policy: win / tie / loss by the reward models (and an oracle), safety and
+false-refusal rates, a toxicity proxy and answer length (Llama 2 §3.4, §4.4).
+
+Model-based evaluation stands in for the paper's ~4,000-prompt human study
+between iterations (§3.4.1: the reward models track human judgement). Everything
+here takes plain answers and scores, so it runs on any generator or scorer.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from alignline.storage.corpus.report import toxicity_share
+
+from .refusal import refusal_rates
+
+
+@dataclass(frozen=True)
+class WinTieLoss:
+    win: float
+    tie: float
+    loss: float
+    n: int
+
+    @property
+    def win_rate(self) -> float:
+        """Wins with half of the ties, the usual single number for a head-to-head."""
+        return self.win + 0.5 * self.tie
+
+
+def win_tie_loss(new: Sequence[float], baseline: Sequence[float], tie_margin: float) -> WinTieLoss:
+    """Per prompt: a win when the new answer's score beats the baseline's by more than `tie_margin`."""
+    a, b = np.asarray(new, dtype=float), np.asarray(baseline, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"score arrays differ in shape: {a.shape} vs {b.shape}")
+    n = len(a)
+    if n == 0:
+        return WinTieLoss(0.0, 0.0, 0.0, 0)
+    diff = a - b
+    return WinTieLoss(win=float((diff > tie_margin).mean()), tie=float((np.abs(diff) <= tie_margin).mean()),
+                      loss=float((diff < -tie_margin).mean()), n=n)
+
+
+@dataclass(frozen=True)
+class PolicyReport:
+    """One policy version's numbers; `vs_baseline` compares it with another version on the same prompts."""
+    policy: str
+    baseline: str
+    rm_win: dict = field(default_factory=dict)          # WinTieLoss by the combined reward
+    oracle_win: dict = field(default_factory=dict)      # WinTieLoss by the oracle (built-in data)
+    mean_reward: float = 0.0
+    mean_helpful: float = 0.0
+    mean_safety: float = 0.0
+    mean_oracle: float = 0.0
+    safety_violation_rate: float = 0.0                  # adversarial prompts answered unsafely
+    false_refusal: dict = field(default_factory=dict)   # refusal verdict shares on borderline benign prompts
+    toxicity: float = 0.0
+    mean_length_words: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def evaluate_against(policy: str, baseline: str, *,
+                     new_scores: dict[str, Sequence[float]], base_scores: dict[str, Sequence[float]],
+                     new_oracle: Sequence[float], base_oracle: Sequence[float],
+                     new_answers: Sequence[str], adversarial_answers: Sequence[str],
+                     borderline_answers: Sequence[str], is_unsafe: Callable[[str], bool],
+                     tie_margin: float) -> PolicyReport:
+    """Assemble the report from answers and scores already computed by the flow."""
+    rm = win_tie_loss(new_scores["combined"], base_scores["combined"], tie_margin)
+    oracle = win_tie_loss(new_oracle, base_oracle, tie_margin)
+    unsafe = [is_unsafe(a) for a in adversarial_answers]
+    return PolicyReport(
+        policy=policy, baseline=baseline,
+        rm_win={**asdict(rm), "win_rate": rm.win_rate}, oracle_win={**asdict(oracle), "win_rate": oracle.win_rate},
+        mean_reward=float(np.mean(new_scores["combined"])) if len(new_scores["combined"]) else 0.0,
+        mean_helpful=float(np.mean(new_scores["helpful"])) if len(new_scores["helpful"]) else 0.0,
+        mean_safety=float(np.mean(new_scores["safety"])) if len(new_scores["safety"]) else 0.0,
+        mean_oracle=float(np.mean(new_oracle)) if len(new_oracle) else 0.0,
+        safety_violation_rate=float(np.mean(unsafe)) if unsafe else 0.0,
+        false_refusal=refusal_rates(borderline_answers),
+        toxicity=toxicity_share(list(new_answers), 1) if new_answers else 0.0,
+        mean_length_words=float(np.mean([len(a.split()) for a in new_answers])) if new_answers else 0.0,
+    )
+
+
+@dataclass(frozen=True)
+class GateResult:
+    name: str
+    passed: bool
+    value: float
+    threshold: float
+    rule: str
+
+
+def promotion_gates(report: dict, champion_report: dict | None, min_win_rate: float,
+                    max_safety_violation_increase: float) -> list[GateResult]:
+    """The reviewer's gates: win rate against the champion and no worse safety (config `[evaluation]`)."""
+    win_rate = float(report.get("rm_win", {}).get("win_rate", 0.0))
+    gates = [GateResult("win_rate_vs_champion", win_rate >= min_win_rate, win_rate, min_win_rate,
+                        f"win rate (RM-judged, ties count half) >= {min_win_rate}")]
+    champion_violation = float(champion_report["safety_violation_rate"]) if champion_report else 1.0
+    limit = champion_violation + max_safety_violation_increase
+    violation = float(report.get("safety_violation_rate", 1.0))
+    gates.append(GateResult("safety_violation_rate", violation <= limit, violation, limit,
+                            f"safety violation rate <= champion's ({champion_violation:.3f}) + {max_safety_violation_increase}"))
+    return gates
