@@ -114,6 +114,18 @@ def cmd_sft(cfg: RunConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_promote(cfg: RunConfig, args: argparse.Namespace) -> int:
+    require_servers(cfg)
+    from alignline.flows.promote import PromotionRefused, run_promote
+
+    try:
+        print_result(run_promote(cfg, args.model, args.version, args.reviewer, args.reason, args.override))
+    except PromotionRefused as e:
+        print(f"alignline: promotion refused: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_demo(cfg: RunConfig, args: argparse.Namespace) -> int:
     from alignline.flows.demo import run_demo
 
@@ -129,6 +141,7 @@ COMMANDS: dict[str, tuple[str, Callable[[RunConfig, argparse.Namespace], int]]] 
     "corpus": ("clean, deduplicate, audit and publish a corpus version", cmd_corpus),
     "pretrain": ("train the tokenizer and the base model on the latest corpus; register `base`", cmd_pretrain),
     "sft": ("supervised fine-tuning of the base model; register `policy` as candidate", cmd_sft),
+    "promote": ("move the `champion` alias after the gates pass (or with a recorded --override)", cmd_promote),
     "demo": ("the whole line on the built-in data: servers, corpus, base model, SFT, ... and where to look", cmd_demo),
 }
 
@@ -143,6 +156,12 @@ def _stage_args(name: str, p: argparse.ArgumentParser) -> None:
                        help="evaluation set checked for contamination (repeatable; overrides corpus.eval_sets)")
     elif name == "pretrain":
         p.add_argument("--corpus-version", default="latest", help="corpus dataset version (default latest)")
+    elif name == "promote":
+        p.add_argument("model", help="registered model, e.g. policy")
+        p.add_argument("version", help="version number")
+        p.add_argument("--reviewer", required=True, help="who promotes (recorded)")
+        p.add_argument("--reason", required=True, help="why (recorded)")
+        p.add_argument("--override", action="store_true", help="promote although a gate fails (recorded)")
     elif name == "sft":
         p.add_argument("--data", metavar="PATH.jsonl|DATASET[@VERSION]",
                        help="demonstrations (default: the built-in stdlib Q&A + safety set)")

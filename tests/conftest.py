@@ -56,3 +56,20 @@ def prefect_server(servers):
 
     with temporary_settings({PREFECT_API_URL: prefect_env(servers)["PREFECT_API_URL"]}):
         yield servers
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(servers):
+    """This process attached to the session's real Ray head node (as flows attach on a cluster).
+
+    Tests needing Ray use this rather than a private `ray.init()`: one process can
+    hold one Ray connection, and the smoke/flow tests attach to the head node.
+    """
+    import ray
+
+    from alignline.flows.context import RunContext
+
+    if ray.is_initialized():
+        ray.shutdown()
+    RunContext(servers).init_ray()
+    yield servers

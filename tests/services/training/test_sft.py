@@ -47,8 +47,9 @@ def test_sft_lowers_the_answer_loss(base_dir, sft_rows, tmp_path):
     assert (tmp_path / "policy" / "config.json").is_file()
 
 
+@pytest.mark.integration
 @pytest.mark.filterwarnings("ignore")
-def test_ray_train_two_workers_match_one_process(base_dir, sft_rows, tmp_path):
+def test_ray_train_two_workers_match_one_process(base_dir, sft_rows, tmp_path, ray_cluster):
     """The one Ray Train test (~45 s): DDP on 2 gloo workers computes the same run as the in-process loop,
     and rank 0 logs metrics to MLflow."""
     import mlflow
@@ -60,13 +61,8 @@ def test_ray_train_two_workers_match_one_process(base_dir, sft_rows, tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     run_id = start_run(uri, "sft-test", "ray", {"workers": 2})
     job = dataclasses.replace(sft_job(base_dir, sft_rows, tmp_path / "ray", epochs=1), tracking_uri=uri, run_id=run_id)
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    try:
-        result = train_sft(job, LaunchOptions(use_ray=True, num_workers=2, cpus_per_worker=0.5,
-                                              storage_path=str(tmp_path / "ray_results"), name="sft-test"))
-    finally:
-        ray.shutdown()
+    result = train_sft(job, LaunchOptions(use_ray=True, num_workers=2, cpus_per_worker=0.5,
+                                          storage_path=str(tmp_path / "ray_results"), name="sft-test"))
     assert result["step"] == local["step"]
     assert result["losses"] == pytest.approx(local["losses"], rel=1e-4)
     a, b = load_model(local["output_dir"]).state_dict(), load_model(result["output_dir"]).state_dict()
