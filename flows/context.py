@@ -61,6 +61,7 @@ class RunContext:
         # Read by Ray at import time: set before the first `import ray`.
         for key, value in RAY_CLIENT_ENV.items():
             os.environ.setdefault(key, value)
+        os.environ["RAY_ADDRESS"] = self.ray_address  # for ray.init() calls made inside libraries
         import ray
 
         if not ray.is_initialized():

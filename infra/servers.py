@@ -197,6 +197,10 @@ def _ray_command(cfg: RunConfig) -> list[str]:
 def _ray_env(cfg: RunConfig) -> dict[str, str]:
     env = _base_env(cfg.home, "ray")
     env.update(RAY_CLIENT_ENV)
+    # Ray's own helper actors (e.g. Ray Train's placement-group cleaner) call
+    # ray.init() without an address; with several clusters on one machine they
+    # must find this one.
+    env["RAY_ADDRESS"] = f"{cfg.servers.host}:{cfg.servers.ray_port}"
     # Workers must import alignline exactly as the driver does.
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p and "site-packages" not in p and Path(p).is_dir())
     return env

@@ -193,13 +193,13 @@ def pydoc_topics() -> Iterator[Document]:
 
 def package_descriptions() -> Iterator[Document]:
     seen = set()
-    dists = sorted(importlib_metadata.distributions(), key=lambda d: ((d.metadata["Name"] or "").lower(), d.version or ""))
+    dists = sorted(importlib_metadata.distributions(), key=lambda d: ((d.metadata.get("Name") or "").lower(), d.version or ""))
     for dist in dists:
-        name = (dist.metadata["Name"] or "").lower()
+        name = (dist.metadata.get("Name") or "").lower()
         if not name or name in seen:
             continue
         seen.add(name)
-        text = dist.metadata.get_payload() or dist.metadata["Description"] or ""
+        text = dist.metadata.get_payload() or dist.metadata.get("Description") or ""
         if text.strip():
             yield Document(f"pypi:{name}", text, "local:packages", f"pypi:{name}/{dist.version}")
 
@@ -250,7 +250,7 @@ def local_fingerprint(doc_root: Path = Path("/usr/share/doc"), man_root: Path = 
     for folder in (doc_root, man_root, *sorted(man_root.glob("man[0-9]*"))):
         if folder.exists():
             parts.append(f"{folder}:{folder.stat().st_mtime_ns}")
-    parts += sorted(f"{d.metadata['Name']}=={d.version}" for d in importlib_metadata.distributions())
+    parts += sorted(f"{d.metadata.get('Name')}=={d.version}" for d in importlib_metadata.distributions())
     return "|".join(parts)
 
 
