@@ -18,8 +18,8 @@ class PretrainConfig:
     weight_decay: float = setting(0.1, "AdamW weight decay.", source="Llama 2 §2.2", ge=0)
     grad_clip: float = setting(1.0, "Gradient norm clip.", source="Llama 2 §2.2", gt=0)
     seq_len: int = setting(256, "Packed sequence length.", source="Llama 2 §2.2: 4096", ge=8)
-    batch_size: int = setting(16, "Sequences per optimizer step (all workers).", ge=1)
-    max_steps: int = setting(300, "Optimizer steps.", ge=1)
+    batch_size: int = setting(8, "Sequences per optimizer step (all workers).", source="Llama 2 §2.2: 4M tokens", ge=1)
+    max_steps: int = setting(150, "Optimizer steps (tiny: about 2 minutes on 2 cores).", ge=1)
     checkpoint_every: int = setting(50, "Steps between resumable checkpoints.", ge=1)
     num_workers: int = setting(1, "Ray Train workers (DDP).", ge=1)
     use_gpu: bool = setting(False, "Train on GPUs (NCCL) instead of CPU (gloo).")
@@ -60,11 +60,15 @@ class SFTConfig:
     stdlib_examples: int = setting(600, "Questions about Python standard-library functions in the default SFT data (0: all found).", ge=0)
 
 
+# Llama 2 §2.2: 4M-token batches (1024 x 4096), 2T tokens (about 500k steps).
 PRETRAIN_PRESETS: dict[str, dict] = {
     "small": {"learning_rate": 1e-3, "seq_len": 512, "max_steps": 2000, "warmup_steps": 100},
-    "llama2-7b": {"learning_rate": 3e-4, "seq_len": 4096, "warmup_steps": 2000, "use_gpu": True, "micro_batch_size": 1},
-    "llama2-13b": {"learning_rate": 3e-4, "seq_len": 4096, "warmup_steps": 2000, "use_gpu": True, "micro_batch_size": 1},
-    "llama2-70b": {"learning_rate": 1.5e-4, "seq_len": 4096, "warmup_steps": 2000, "use_gpu": True, "micro_batch_size": 1},
+    "llama2-7b": {"learning_rate": 3e-4, "seq_len": 4096, "warmup_steps": 2000, "use_gpu": True, "micro_batch_size": 1,
+                   "batch_size": 1024, "max_steps": 500_000},
+    "llama2-13b": {"learning_rate": 3e-4, "seq_len": 4096, "warmup_steps": 2000, "use_gpu": True, "micro_batch_size": 1,
+                   "batch_size": 1024, "max_steps": 500_000},
+    "llama2-70b": {"learning_rate": 1.5e-4, "seq_len": 4096, "warmup_steps": 2000, "use_gpu": True, "micro_batch_size": 1,
+                   "batch_size": 1024, "max_steps": 500_000},
 }
 _SFT_PAPER = {"learning_rate": 2e-5, "batch_size": 64, "seq_len": 4096, "epochs": 2, "use_gpu": True, "micro_batch_size": 1}
 SFT_PRESETS: dict[str, dict] = {

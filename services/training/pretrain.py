@@ -50,7 +50,7 @@ def pretrain_loop(job: PretrainJob, ctx: WorkerContext) -> dict[str, Any]:
     start = load_checkpoint(resume_from, model, optimizer, scheduler) if resume_from else 0
     ddp_model = ctx.wrap(model)
     ddp_model.train()
-    metrics = MetricsLogger(job.tracking_uri, job.run_id) if ctx.is_main else MetricsLogger(None, None)
+    metrics = MetricsLogger(job.tracking_uri, job.run_id, "pretrain") if ctx.is_main else MetricsLogger(None, None)
     summary: dict[str, Any] = {"resumed_from_step": start}
     for step in range(start, cfg.max_steps):
         t0 = time.perf_counter()

@@ -68,7 +68,7 @@ def sft_loop(job: SFTJob, ctx: WorkerContext) -> dict[str, Any]:
     start = load_checkpoint(resume_from, model, optimizer, scheduler) if resume_from else 0
     ddp_model = ctx.wrap(model)
     ddp_model.train()
-    metrics = MetricsLogger(job.tracking_uri, job.run_id) if ctx.is_main else MetricsLogger(None, None)
+    metrics = MetricsLogger(job.tracking_uri, job.run_id, "sft") if ctx.is_main else MetricsLogger(None, None)
     summary: dict[str, Any] = {"resumed_from_step": start, "max_steps": max_steps}
     losses: list[float] = []
     for step in range(start, max_steps):

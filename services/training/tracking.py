@@ -8,7 +8,8 @@ from typing import Any
 class MetricsLogger:
     """Logs to an existing run (created by the caller, who also registers the model on it)."""
 
-    def __init__(self, tracking_uri: str | None, run_id: str | None):
+    def __init__(self, tracking_uri: str | None, run_id: str | None, label: str = "train"):
+        self.label = label
         self.client = None
         self.run_id = run_id
         if tracking_uri and run_id:
@@ -16,7 +17,13 @@ class MetricsLogger:
 
             self.client = MlflowClient(tracking_uri=tracking_uri)
 
-    def log(self, step: int, metrics: dict[str, float]) -> None:
+    def log(self, step: int, metrics: dict[str, float], total_steps: int | None = None) -> None:
+        # One progress line per logged step: Ray forwards worker stdout to the driver,
+        # so long recipes show where they are without opening MLflow.
+        if self.run_id is None:  # other DDP ranks and untracked runs stay quiet
+            return
+        shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+        print(f"[{self.label}] step {step}{f'/{total_steps}' if total_steps else ''} {shown}", flush=True)
         if self.client is None:
             return
         from mlflow.entities import Metric
