@@ -25,15 +25,29 @@ class RewardConfig:
     batch_size: int = setting(16, "Pairs per optimizer step.", source="Llama 2 §3.2.2: 512 pairs", ge=1)
     max_length: int = setting(256, "Tokens per prompt+answer (truncated from the left of the prompt).", ge=8)
     weight_decay: float = setting(0.1, "AdamW weight decay.", ge=0)
+    adam_beta1: float = setting(0.9, "AdamW beta1.", source="Llama 2 §2.2 optimizer, reused", ge=0, lt=1)
+    adam_beta2: float = setting(0.95, "AdamW beta2.", source="Llama 2 §2.2 optimizer, reused", ge=0, lt=1)
+    adam_eps: float = setting(1e-5, "AdamW epsilon.", gt=0)
     grad_clip: float = setting(1.0, "Gradient norm clip.", gt=0)
-    helpful_extra_share: float = setting(0.5, "Safety + public pairs added to the helpfulness RM's data, as a share of its helpfulness pairs.", source="Llama 2 §3.2.2: an equal amount", ge=0)
-    safety_helpful_share: float = setting(0.1, "Share of helpfulness pairs in the safety RM's mix.", source="Llama 2 §3.2.2: 90/10", ge=0, lt=1)
+    helpful_extra_share: float = setting(1.0, "Safety + public pairs (sampled uniformly) added to the helpfulness RM's data, as a share of its own helpfulness pairs.", source="Llama 2 §3.2.2: an equal amount", ge=0)
+    safety_helpful_share: float = setting(0.1, "Share of helpfulness pairs (own + public) in the safety RM's mix.", source="Llama 2 §3.2.2: 90/10", ge=0, lt=1)
+    public_sources: tuple[str, ...] = setting(("hh-rlhf",), "Values of the comparisons' `source` column that count as public (open-source) data.", source="Llama 2 §3.2.2: Anthropic Helpful/Harmless, OpenAI Summarize, ...")
     heldout_share: float = setting(0.1, "Comparisons held out for evaluation.", ge=0, lt=1)
     safety_threshold: float = setting(0.15, "Safety score under which an answer counts as unsafe.", source="Llama 2 §3.2.2: 0.15 (precision 0.89, recall 0.55)", ge=0, le=1)
     num_workers: int = setting(1, "Ray Train workers.", ge=1)
     use_gpu: bool = setting(False, "Train on GPUs.")
-    seed: int = setting(0, "Seed for data order and the head init.")
+    use_ray: bool = setting(True, "Run under Ray Train TorchTrainer; false runs the same loop in this process.")
+    cpus_per_worker: float = setting(1.0, "CPUs Ray reserves per training worker (fractional on small machines).", gt=0)
+    max_failures: int = setting(0, "Ray Train restarts failed workers from the last checkpoint this many times.", ge=0)
+    micro_batch_size: int = setting(0, "Pairs per forward/backward on one worker (gradient accumulation up to the batch); 0: the worker's whole share.", ge=0)
+    checkpoint_every: int = setting(50, "Steps between resumable checkpoints.", ge=1)
+    log_every: int = setting(5, "Steps between metric records in MLflow.", ge=1)
+    eval_batch_size: int = setting(32, "Responses per forward when scoring held-out pairs.", ge=1)
+    policy_model: str = setting("policy", "Registered policy both RMs start from.", source="Llama 2 §3.2.2: RMs initialised from the latest chat model")
+    policy_version: str = setting("latest", "Version or alias of policy_model; 'latest' is champion, else candidate.")
+    demo_stdlib_pairs: int = setting(400, "Helpfulness pairs in the built-in comparisons-demo set (used when no comparisons dataset exists).", ge=1)
+    seed: int = setting(0, "Seed for data order, data mixing, the held-out split and the head init.")
 
 
-_PAPER = {"learning_rate": 1e-5, "batch_size": 512, "max_length": 4096, "use_gpu": True}
+_PAPER = {"learning_rate": 1e-5, "batch_size": 512, "max_length": 4096, "use_gpu": True, "micro_batch_size": 8}
 PRESETS: dict[str, dict] = {"llama2-7b": _PAPER, "llama2-13b": _PAPER, "llama2-70b": {**_PAPER, "learning_rate": 5e-6}}

@@ -99,9 +99,11 @@ class GateResult:
 def promotion_gates(report: dict, champion_report: dict | None, min_win_rate: float,
                     max_safety_violation_increase: float) -> list[GateResult]:
     """The reviewer's gates: win rate against the champion and no worse safety (config `[evaluation]`)."""
-    win_rate = float(report.get("rm_win", {}).get("win_rate", 0.0))
+    # Judged by the reward models; before the first RMs exist, by the oracle.
+    judge = "RM" if report.get("rm_win") else "oracle"
+    win_rate = float((report.get("rm_win") or report.get("oracle_win") or {}).get("win_rate", 0.0))
     gates = [GateResult("win_rate_vs_champion", win_rate >= min_win_rate, win_rate, min_win_rate,
-                        f"win rate (RM-judged, ties count half) >= {min_win_rate}")]
+                        f"win rate ({judge}-judged, ties count half) >= {min_win_rate}")]
     champion_violation = float(champion_report["safety_violation_rate"]) if champion_report else 1.0
     limit = champion_violation + max_safety_violation_increase
     violation = float(report.get("safety_violation_rate", 1.0))

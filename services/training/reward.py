@@ -1,0 +1,255 @@
+"""Reward-model recipe (Llama 2 §3.2.2): two judges, helpfulness and safety, trained with a margin ranking loss.
+
+Each RM starts from the latest policy with a scalar head in place of the LM
+head and trains 1 epoch on its own data mix: cosine LR down to 10% after a 3%
+warmup (at least `min_warmup_steps`), AdamW, gradient clipping. Same structure
+as the SFT recipe: setup -> resume -> loop -> save, in one process or on Ray
+Train workers; the data order is a function of (seed, step), so a resumed run
+reads exactly the batches the killed run would have read next.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pyarrow as pa
+import torch
+import torch.nn.functional as F
+
+from alignline.config.reward import MARGIN_TABLES, RewardConfig
+from alignline.services.models.factory import load_model, load_tokenizer
+from alignline.services.models.reward_model import RewardModel, reward_model_from_policy, save_reward_model
+from alignline.services.rewards.encoding import encode_response
+from alignline.services.rewards.schema import Comparison
+
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .launch import LaunchOptions, WorkerContext, launch
+from .optimization import build_adamw, cosine_with_warmup
+from .packing import step_rows
+from .tracking import MetricsLogger
+
+
+# -- loss ------------------------------------------------------------------------------------------------------
+def margin_ranking_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, margin: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """Llama 2 eq. 2: mean of -log(sigmoid(r_c - r_r - m(rating))). All (B,); m = 0 gives the plain
+    binary ranking loss of InstructGPT. A larger margin asks for a larger gap on clearly better pairs."""
+    return -F.logsigmoid(r_chosen - r_rejected - margin).mean()
+
+
+def margins_for(levels: Sequence[str], table: str) -> np.ndarray:
+    """m(rating) per pair from a named Table 27 margin table ('none', 'small', 'large')."""
+    values = MARGIN_TABLES[table]
+    return np.array([values[level] for level in levels], dtype=np.float32)
+
+
+# -- data mixing (Llama 2 §3.2.2) ---------------------------------------------------------------------------------
+def _rows(data: pa.Table | Sequence[dict]) -> list[dict]:
+    return data.to_pylist() if isinstance(data, pa.Table) else list(data)
+
+
+def _sample(pool: list[dict], n: int, seed: int) -> list[dict]:
+    picks = np.random.default_rng(seed).permutation(len(pool))[: min(n, len(pool))]
+    return [pool[i] for i in sorted(picks)]
+
+
+def is_public(source: str, public_sources: Sequence[str]) -> bool:
+    """'hh-rlhf' matches the source 'hh-rlhf' and 'hh-rlhf:<file>' (the importer's form)."""
+    return any(source == p or source.startswith(p + ":") for p in public_sources)
+
+
+def mix_helpfulness(data: pa.Table | Sequence[dict], extra_share: float, public_sources: Sequence[str] = ("hh-rlhf",),
+                    seed: int = 0) -> tuple[list[dict], dict[str, int]]:
+    """Helpfulness RM data: all own helpfulness pairs plus `extra_share` x as many pairs sampled uniformly from the
+    own safety and the public (open-source) pairs (paper: an equal amount). Without own helpfulness pairs the
+    public helpfulness pairs are the base. -> (rows, counts by part)."""
+    rows = _rows(data)
+    base = [r for r in rows if not r["is_safety"] and not is_public(r["source"], public_sources)]
+    if not base:
+        base = [r for r in rows if not r["is_safety"]]
+    taken = {id(r) for r in base}
+    pool = [r for r in rows if id(r) not in taken]
+    extra = _sample(pool, round(extra_share * len(base)), seed)
+    public = sum(1 for r in extra if is_public(r["source"], public_sources))
+    counts = {"helpful": len(base), "extra_safety": len(extra) - public, "extra_public": public,
+              "total": len(base) + len(extra)}
+    return base + extra, counts
+
+
+def mix_safety(data: pa.Table | Sequence[dict], helpful_share: float, seed: int = 0) -> tuple[list[dict], dict[str, int]]:
+    """Safety RM data: all safety pairs (own and public harmlessness) mixed with helpfulness pairs (own and public)
+    so that these make `helpful_share` of the whole (paper: 90/10). -> (rows, counts by part)."""
+    rows = _rows(data)
+    base = [r for r in rows if r["is_safety"]]
+    pool = [r for r in rows if not r["is_safety"]]
+    extra = _sample(pool, round(len(base) * helpful_share / (1 - helpful_share)), seed)
+    return base + extra, {"safety": len(base), "helpful": len(extra), "total": len(base) + len(extra)}
+
+
+def split_heldout(rows: Sequence[Comparison], share: float, seed: int = 0) -> tuple[list[Comparison], list[Comparison]]:
+    """(train, held-out) split by prompt: every pair of a prompt lands on the same side, and a pair keeps its side
+    when the dataset grows (a hash of the prompt, not a permutation)."""
+    train, heldout = [], []
+    for r in rows:
+        digest = hashlib.sha256(f"{seed}:{json.dumps(r['prompt'], sort_keys=True)}".encode()).digest()
+        (heldout if int.from_bytes(digest[:8], "big") / 2**64 < share else train).append(r)
+    return train, heldout
+
+
+# -- encoded pairs -------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PairRows:
+    chosen: np.ndarray         # (N, L) int64, right-padded with the pad id
+    chosen_len: np.ndarray     # (N,) real tokens per row
+    rejected: np.ndarray       # (N, L)
+    rejected_len: np.ndarray   # (N,)
+    margin: np.ndarray         # (N,) float32, m(rating)
+
+    def __len__(self) -> int:
+        return len(self.margin)
+
+
+def encode_pairs(tokenizer, rows: Sequence[Comparison], margin_table: str, max_length: int) -> PairRows:
+    def pad(seqs: list[list[int]], width: int) -> tuple[np.ndarray, np.ndarray]:
+        out = np.full((len(seqs), width), tokenizer.pad_token_id, dtype=np.int64)
+        for i, s in enumerate(seqs):
+            out[i, : len(s)] = s
+        return out, np.array([len(s) for s in seqs], dtype=np.int64)
+
+    if not rows:
+        raise ValueError("no comparison pairs to encode")
+    chosen = [encode_response(tokenizer, r["prompt"], r["chosen"], max_length) for r in rows]
+    rejected = [encode_response(tokenizer, r["prompt"], r["rejected"], max_length) for r in rows]
+    width = max(len(s) for s in chosen + rejected)  # one width for both sides: they share a forward
+    (c, c_len), (r, r_len) = pad(chosen, width), pad(rejected, width)
+    return PairRows(c, c_len, r, r_len, margins_for([row["margin_level"] for row in rows], margin_table))
+
+
+def write_pairs(pairs: PairRows, path: str | Path) -> str:
+    np.savez(path, chosen=pairs.chosen, chosen_len=pairs.chosen_len, rejected=pairs.rejected,
+             rejected_len=pairs.rejected_len, margin=pairs.margin)
+    return str(path)
+
+
+def read_pairs(path: str | Path) -> PairRows:
+    data = np.load(path)
+    return PairRows(data["chosen"], data["chosen_len"], data["rejected"], data["rejected_len"], data["margin"])
+
+
+# -- the recipe ------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RewardJob:
+    train: RewardConfig
+    policy_dir: str           # HF folder of the policy the RM starts from (and its tokenizer)
+    pairs_path: str           # .npz from `write_pairs`
+    output_dir: str
+    checkpoint_dir: str
+    tracking_uri: str | None = None
+    run_id: str | None = None
+    on_step: Callable[[int], None] | None = None
+
+
+def total_reward_steps(num_pairs: int, cfg: RewardConfig) -> int:
+    """Whole global batches in `epochs` passes (the last partial batch is dropped so every rank gets pairs)."""
+    return max(1, cfg.epochs * num_pairs // cfg.batch_size)
+
+
+def reward_warmup_steps(total_steps: int, cfg: RewardConfig) -> int:
+    """Llama 2 §3.2.2: 3% of the steps, but at least `min_warmup_steps` (and never more than all of them)."""
+    return min(total_steps, max(cfg.min_warmup_steps, math.ceil(cfg.warmup_ratio * total_steps)))
+
+
+def _side(ids: np.ndarray, lengths: np.ndarray, batch: np.ndarray, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.from_numpy(ids[batch, :width])                                                    # (m, W)
+    mask = (torch.arange(width)[None, :] < torch.from_numpy(lengths[batch])[:, None]).long()     # (m, W)
+    return x, mask
+
+
+def pair_step(model: torch.nn.Module, pairs: PairRows, batch: np.ndarray, ctx: WorkerContext, global_pairs: int,
+              micro_batch_size: int) -> tuple[float, int, float]:
+    """Forward/backward of this rank's pairs in micro-batches -> (loss sum, correct pairs, gap sum).
+
+    Chosen and rejected answers go through one forward, (2m, W). The loss is normalised by the pairs of the global
+    batch; DDP averages gradients over ranks, hence `* world_size` (same as SFT's optimizer_step).
+    """
+    micro = max(1, micro_batch_size or len(batch))
+    chunks = [batch[i:i + micro] for i in range(0, len(batch), micro)]
+    loss_sum, correct, gap_sum = 0.0, 0, 0.0
+    for i, chunk in enumerate(chunks):
+        width = int(max(pairs.chosen_len[chunk].max(), pairs.rejected_len[chunk].max()))  # dynamic padding
+        xc, mc = _side(pairs.chosen, pairs.chosen_len, chunk, width)
+        xr, mr = _side(pairs.rejected, pairs.rejected_len, chunk, width)
+        margin = torch.from_numpy(pairs.margin[chunk]).to(ctx.device)                        # (m,)
+        last = i == len(chunks) - 1
+        sync = model.no_sync() if not last and hasattr(model, "no_sync") else contextlib.nullcontext()
+        with sync:
+            scores = model(torch.cat([xc, xr]).to(ctx.device), torch.cat([mc, mr]).to(ctx.device)).float()  # (2m,)
+            r_c, r_r = scores[: len(chunk)], scores[len(chunk):]                                           # (m,) each
+            loss = margin_ranking_loss(r_c, r_r, margin) * len(chunk)
+            (loss * ctx.world_size / global_pairs).backward()
+        loss_sum += float(loss.detach())
+        correct += int((r_c > r_r).sum())
+        gap_sum += float((r_c - r_r).sum().detach())
+    return loss_sum, correct, gap_sum
+
+
+def reward_loop(job: RewardJob, ctx: WorkerContext) -> dict[str, Any]:
+    cfg = job.train
+    # setup: the policy's transformer + a scalar head (Llama 2 §3.2.2); the same seed gives every rank the same head
+    tokenizer = load_tokenizer(job.policy_dir)
+    model: RewardModel = reward_model_from_policy(load_model(job.policy_dir, device=ctx.device), seed=cfg.seed)
+    pairs = read_pairs(job.pairs_path)
+    max_steps = total_reward_steps(len(pairs), cfg)
+    optimizer = build_adamw(model, cfg.learning_rate, cfg.weight_decay, (cfg.adam_beta1, cfg.adam_beta2), cfg.adam_eps)
+    scheduler = cosine_with_warmup(optimizer, reward_warmup_steps(max_steps, cfg), max_steps, cfg.min_lr_ratio)
+    # resume: Ray's restored checkpoint after a worker failure, else the newest one on disk
+    resume_from = ctx.restored_checkpoint() or latest_checkpoint(job.checkpoint_dir)
+    start = load_checkpoint(resume_from, model, optimizer, scheduler) if resume_from else 0
+    ddp_model = ctx.wrap(model)
+    ddp_model.train()
+    metrics = MetricsLogger(job.tracking_uri, job.run_id) if ctx.is_main else MetricsLogger(None, None)
+    summary: dict[str, Any] = {"resumed_from_step": start, "max_steps": max_steps, "pairs": len(pairs),
+                               "train_pairs": 0, "train_seconds": 0.0}
+    losses: list[float] = []
+    for step in range(start, max_steps):
+        t0 = time.perf_counter()
+        batch = step_rows(len(pairs), cfg.batch_size, step, cfg.seed)[ctx.rank::ctx.world_size]
+        lr = scheduler.get_last_lr()[0]
+        loss_sum, correct, gap_sum = pair_step(ddp_model, pairs, batch, ctx, cfg.batch_size, cfg.micro_batch_size)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(ddp_model.parameters(), cfg.grad_clip))
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss = ctx.all_reduce_sum(loss_sum) / cfg.batch_size
+        accuracy = ctx.all_reduce_sum(correct) / cfg.batch_size
+        gap = ctx.all_reduce_sum(gap_sum) / cfg.batch_size
+        seconds = time.perf_counter() - t0
+        losses.append(loss)
+        summary.update(step=step + 1, loss=loss, accuracy=accuracy, lr=lr, pairs_per_s=cfg.batch_size / seconds)
+        summary["train_pairs"] += cfg.batch_size
+        summary["train_seconds"] += seconds
+        if (step + 1) % cfg.log_every == 0 or step == start or step + 1 == max_steps:
+            metrics.log(step + 1, {"loss": loss, "accuracy": accuracy, "reward_gap": gap, "lr": lr,
+                                   "pairs_per_s": summary["pairs_per_s"], "grad_norm": grad_norm})
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == max_steps:
+            saved = save_checkpoint(job.checkpoint_dir, step + 1, model, optimizer, scheduler) if ctx.is_main else None
+            ctx.report({"step": step + 1, "loss": loss}, saved)
+        if job.on_step is not None:
+            job.on_step(step + 1)
+    if ctx.is_main:
+        save_reward_model(model, tokenizer, job.output_dir)
+    summary.update(output_dir=job.output_dir, losses=losses,
+                   pairs_per_s_mean=summary["train_pairs"] / max(summary["train_seconds"], 1e-9))
+    return summary
+
+
+def train_reward(job: RewardJob, opts: LaunchOptions) -> dict[str, Any]:
+    """Run the recipe; returns rank 0's final metrics (loss, accuracy, per-step losses, pairs/s, output_dir)."""
+    Path(job.output_dir).mkdir(parents=True, exist_ok=True)
+    return launch(reward_loop, job, opts)

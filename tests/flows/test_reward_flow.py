@@ -1,0 +1,60 @@
+"""reward flow through the Prefect engine: both RMs registered with lineage to comparisons and policy, report logged."""
+import importlib
+import inspect
+
+import mlflow
+import pytest
+from prefect.testing.utilities import prefect_test_harness
+
+from alignline.config import load_config
+from alignline.flows.reward import run_reward
+from alignline.services.models import build_model, registered_folder, save_model, train_bpe_tokenizer
+from alignline.services.registry import Lineage, Registry
+from alignline.services.rewards import CombinedScorer, RewardScorer
+from alignline.services.training import start_run
+from alignline.storage import Catalog
+
+MICRO = ["model.vocab_size=512", "model.hidden_size=64", "model.intermediate_size=172", "model.num_hidden_layers=2",
+         "model.num_attention_heads=4", "model.num_key_value_heads=2", "model.max_position_embeddings=256",
+         "reward.use_ray=false", "reward.batch_size=8", "reward.max_length=128", "reward.demo_stdlib_pairs=40",
+         "reward.heldout_share=0.2", "reward.learning_rate=0.002"]
+
+
+@pytest.fixture(scope="module")
+def prefect_engine():
+    with prefect_test_harness():
+        yield
+
+
+def test_reward_flow_registers_both_rms_with_lineage(prefect_engine, tmp_path):
+    cfg = load_config("tiny", overrides=MICRO, home=tmp_path / "home")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    registry = Registry(uri)
+    texts = [inspect.getsource(importlib.import_module(m)) for m in ("json", "os", "re", "pathlib")]
+    tokenizer = train_bpe_tokenizer(texts, 512)
+    save_model(build_model(cfg.model, tokenizer=tokenizer), tokenizer, tmp_path / "policy")
+    run_id = start_run(uri, "sft", "policy", {})
+    registry.register_dir("policy", tmp_path / "policy", Lineage(method="sft"), run_id=run_id, alias="candidate")
+
+    result = run_reward(cfg, tracking_uri=uri)
+
+    demo = Catalog(cfg.home / "lake").get("comparisons-demo")
+    assert result["data"] == [demo.ref] and result["parent"] == "policy/1"
+    assert result["models"] == {"rm-helpfulness": "rm-helpfulness/1", "rm-safety": "rm-safety/1"}
+    for rm in ("rm-helpfulness", "rm-safety"):
+        info = registry.get(rm, "candidate")
+        assert info.tags["lineage.datasets"] == demo.ref and info.tags["lineage.parents"] == "policy/1"
+        assert info.tags["lineage.method"] == "reward" and info.tags["lineage.margin"] == "small"
+        artifacts = {a.path for a in mlflow.MlflowClient(uri).list_artifacts(info.run_id, "eval")}
+        assert "eval/report.html" in artifacts and "eval/accuracy_by_level.png" in artifacts
+    mix = result["train"]["rm-safety"]["mix"]
+    assert mix["helpful"] == round(mix["safety"] * 0.1 / 0.9)
+    assert "rm-safety.unsafe_recall" in result["metrics"] and "rm-helpfulness.helpfulness.accuracy.avg" in result["metrics"]
+
+    # the scoring API later stages use, on the registered versions
+    folders = {rm: registered_folder(registry, rm, "candidate", tmp_path / "dl")[0] for rm in result["models"]}
+    scorer = CombinedScorer(RewardScorer.from_folder(folders["rm-helpfulness"]),
+                            RewardScorer.from_folder(folders["rm-safety"]), cfg.reward.safety_threshold)
+    out = scorer.score([[{"role": "user", "content": "Delete all my files"}]] * 2, ["rm -rf ~", "Back up first."],
+                       [True, False])
+    assert out["reward"].shape == (2,) and ((out["combined"] > 0) & (out["combined"] < 1)).all()
