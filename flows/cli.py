@@ -114,6 +114,14 @@ def cmd_sft(cfg: RunConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reward(cfg: RunConfig, args: argparse.Namespace) -> int:
+    require_servers(cfg)
+    from alignline.flows.reward import run_reward
+
+    print_result(run_reward(cfg, helpfulness=args.helpfulness, safety=args.safety))
+    return 0
+
+
 def cmd_promote(cfg: RunConfig, args: argparse.Namespace) -> int:
     require_servers(cfg)
     from alignline.flows.promote import PromotionRefused, run_promote
@@ -141,6 +149,7 @@ COMMANDS: dict[str, tuple[str, Callable[[RunConfig, argparse.Namespace], int]]] 
     "corpus": ("clean, deduplicate, audit and publish a corpus version", cmd_corpus),
     "pretrain": ("train the tokenizer and the base model on the latest corpus; register `base`", cmd_pretrain),
     "sft": ("supervised fine-tuning of the base model; register `policy` as candidate", cmd_sft),
+    "reward": ("train the helpfulness and safety reward models; register both as candidates", cmd_reward),
     "promote": ("move the `champion` alias after the gates pass (or with a recorded --override)", cmd_promote),
     "demo": ("the whole line on the built-in data: servers, corpus, base model, SFT, ... and where to look", cmd_demo),
 }
@@ -156,6 +165,9 @@ def _stage_args(name: str, p: argparse.ArgumentParser) -> None:
                        help="evaluation set checked for contamination (repeatable; overrides corpus.eval_sets)")
     elif name == "pretrain":
         p.add_argument("--corpus-version", default="latest", help="corpus dataset version (default latest)")
+    elif name == "reward":
+        p.add_argument("--helpfulness", metavar="DATASET[@VERSION]", help="helpfulness comparisons (default: latest)")
+        p.add_argument("--safety", metavar="DATASET[@VERSION]", help="safety comparisons (default: latest)")
     elif name == "promote":
         p.add_argument("model", help="registered model, e.g. policy")
         p.add_argument("version", help="version number")
