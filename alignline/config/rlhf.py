@@ -8,13 +8,29 @@ from .fields import setting
 
 @dataclass(frozen=True)
 class RLHFConfig:
+    # -- inputs -------------------------------------------------------------------------------------------------------
+    policy_model: str = setting("policy", "Registered policy the iteration starts from (its latest version: champion, else candidate).")
+    helpful_rm: str = setting("rm-helpfulness", "Registered helpfulness reward model.", source="Llama 2 §3.2.2")
+    safety_rm: str = setting("rm-safety", "Registered safety reward model.", source="Llama 2 §3.2.2")
+    rm_version: str = setting("candidate", "Version or alias of both reward models ('latest': champion, else candidate).")
+    prompts_dataset: str = setting("prompts", "Catalog dataset of RLHF prompts (id, prompt, is_safety); built from the default SFT set when absent.")
+    max_prompts: int = setting(64, "Prompts used per iteration (0: all).", ge=0)
+    heldout_prompts: int = setting(8, "Prompts held out for PPO early stopping.", source="Llama 2 §3.2.3: early stop on held-out prompts", ge=1)
+    seed: int = setting(0, "Seed for sampling and data order.")
+    # -- combined reward ------------------------------------------------------------------------------------------------
     kl_beta: float = setting(0.01, "KL penalty against the SFT policy.", source="Llama 2 §3.2.3: 0.01 (7B/13B), 0.005 (34B/70B)", ge=0)
+    # -- rollouts -------------------------------------------------------------------------------------------------------
+    top_p: float = setting(1.0, "Nucleus sampling mass.", gt=0, le=1)
+    max_new_tokens: int = setting(64, "Answer length limit during rollouts.", ge=1)
+    rollout_actors: int = setting(1, "Ray generation actors for rejection sampling, GAtt and distillation (0: sample in this process).", ge=0)
+    rollout_batch_size: int = setting(16, "Sequences per generation batch (KV cache) on one actor.", ge=1)
+    cpus_per_actor: float = setting(1.0, "CPUs Ray reserves per generation actor.", gt=0)
+    # -- rejection sampling -----------------------------------------------------------------------------------------------
     rs_samples: int = setting(4, "K answers sampled per prompt for rejection sampling.", source="Llama 2 §3.2.3: 10-100", ge=1)
     rs_temperature: float = setting(1.2, "Sampling temperature for rejection sampling.", source="Llama 2 Fig. 8: best 1.2-1.3", gt=0)
     rs_pool_all_iterations: bool = setting(True, "Pool the best samples of all earlier iterations.", source="Llama 2 §3.2.3")
-    top_p: float = setting(1.0, "Nucleus sampling mass.", gt=0, le=1)
-    max_new_tokens: int = setting(64, "Answer length limit during rollouts.", ge=1)
-    rollout_actors: int = setting(1, "Ray generation actors.", ge=1)
+    rs_pool_dataset: str = setting("rs-pool", "Catalog dataset holding the best-ever sample per prompt.")
+    # -- PPO ------------------------------------------------------------------------------------------------------------
     ppo_enabled: bool = setting(False, "Run PPO after rejection sampling.")
     ppo_learning_rate: float = setting(1e-5, "Constant PPO learning rate.", source="Llama 2 §3.2.3: 1e-6", gt=0)
     ppo_adam_beta1: float = setting(0.9, "AdamW beta1.", source="Llama 2 §3.2.3", ge=0, lt=1)
@@ -22,18 +38,35 @@ class RLHFConfig:
     ppo_adam_eps: float = setting(1e-5, "AdamW epsilon.", source="Llama 2 §3.2.3", gt=0)
     ppo_weight_decay: float = setting(0.1, "AdamW weight decay.", source="Llama 2 §3.2.3", ge=0)
     ppo_grad_clip: float = setting(1.0, "Gradient norm clip.", source="Llama 2 §3.2.3", gt=0)
-    ppo_batch_size: int = setting(32, "Rollouts per PPO iteration.", source="Llama 2 §3.2.3: 512", ge=1)
-    ppo_minibatch_size: int = setting(8, "Minibatch for each gradient step.", source="Llama 2 §3.2.3: 64", ge=1)
-    ppo_clip: float = setting(0.2, "PPO ratio clip.", source="Llama 2 §3.2.3: 0.2", gt=0)
+    ppo_batch_size: int = setting(32, "Rollouts per PPO iteration (all workers).", source="Llama 2 §3.2.3: 512", ge=1)
+    ppo_minibatch_size: int = setting(8, "Rollouts per gradient step (all workers).", source="Llama 2 §3.2.3: 64", ge=1)
+    ppo_clip: float = setting(0.2, "PPO ratio clip (also clips the value update).", source="Llama 2 §3.2.3: 0.2", gt=0)
     ppo_epochs: int = setting(1, "Passes over each PPO batch.", ge=1)
     ppo_iterations: int = setting(10, "PPO iterations.", source="Llama 2 §3.2.3: 200-400", ge=1)
+    ppo_temperature: float = setting(1.0, "Sampling temperature of PPO rollouts (1: on-policy log-probs).", gt=0)
+    ppo_value_coef: float = setting(0.1, "Weight of the value loss (shared trunk, value head).", ge=0)
+    ppo_entropy_coef: float = setting(0.0, "Entropy bonus weight (0: entropy is only logged).", ge=0)
+    ppo_eval_every: int = setting(2, "PPO iterations between held-out reward evaluations.", ge=1)
+    ppo_patience: int = setting(3, "Evaluations without a better held-out reward before PPO stops early.", source="Llama 2 §3.2.3", ge=1)
     gae_gamma: float = setting(1.0, "GAE discount.", ge=0, le=1)
     gae_lambda: float = setting(0.95, "GAE lambda.", ge=0, le=1)
-    gatt_enabled: bool = setting(False, "Ghost Attention dialogues after RS/PPO.")
-    context_distillation_enabled: bool = setting(False, "Safety context distillation after RS/PPO.")
+    use_ray: bool = setting(True, "Run PPO under Ray Train TorchTrainer; false runs the same loop in this process.")
+    num_workers: int = setting(1, "Ray Train workers for PPO (each samples its share of the batch).", ge=1)
+    cpus_per_worker: float = setting(1.0, "CPUs Ray reserves per PPO worker.", gt=0)
+    use_gpu: bool = setting(False, "PPO and generation actors on GPUs.")
+    # -- Ghost Attention ------------------------------------------------------------------------------------------------
+    gatt_enabled: bool = setting(False, "Ghost Attention dialogues after RS/PPO.", source="Llama 2 §3.3")
+    gatt_dialogues: int = setting(32, "Synthetic multi-turn dialogues per iteration.", ge=1)
+    gatt_turns: int = setting(3, "User turns per synthetic dialogue.", ge=1)
+    gatt_eval_dialogues: int = setting(8, "Dialogues for the instruction-adherence metric (turns 2/4/6).", source="Llama 2 Table 30", ge=1)
+    # -- safety context distillation --------------------------------------------------------------------------------------
+    context_distillation_enabled: bool = setting(False, "Safety context distillation after RS/PPO.", source="Llama 2 §4.2.4")
     safety_preprompt: str = setting("You are a safe and responsible assistant.", "Generic safety preprompt.", source="Llama 2 §4.2.4")
+    use_answer_templates: bool = setting(True, "Use the per-risk-category answer template when a prompt has a category (works better).", source="Llama 2 §4.2.4, Table 39")
 
 
 _PAPER = {"rs_samples": 10, "ppo_learning_rate": 1e-6, "ppo_batch_size": 512, "ppo_minibatch_size": 64,
-          "ppo_iterations": 200, "max_new_tokens": 512, "ppo_enabled": True}
+          "ppo_iterations": 200, "max_new_tokens": 512, "ppo_enabled": True, "gatt_enabled": True,
+          "context_distillation_enabled": True, "max_prompts": 0, "use_gpu": True, "heldout_prompts": 256,
+          "gatt_turns": 6}
 PRESETS: dict[str, dict] = {"llama2-7b": _PAPER, "llama2-13b": _PAPER, "llama2-70b": {**_PAPER, "kl_beta": 0.005}}
