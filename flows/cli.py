@@ -122,6 +122,14 @@ def cmd_reward(cfg: RunConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rlhf(cfg: RunConfig, args: argparse.Namespace) -> int:
+    require_servers(cfg)
+    from alignline.flows.rlhf import run_rlhf
+
+    print_result(run_rlhf(cfg, iteration=args.iteration, prompts=args.prompts))
+    return 0
+
+
 def cmd_promote(cfg: RunConfig, args: argparse.Namespace) -> int:
     require_servers(cfg)
     from alignline.flows.promote import PromotionRefused, run_promote
@@ -150,6 +158,7 @@ COMMANDS: dict[str, tuple[str, Callable[[RunConfig, argparse.Namespace], int]]] 
     "pretrain": ("train the tokenizer and the base model on the latest corpus; register `base`", cmd_pretrain),
     "sft": ("supervised fine-tuning of the base model; register `policy` as candidate", cmd_sft),
     "reward": ("train the helpfulness and safety reward models; register both as candidates", cmd_reward),
+    "rlhf": ("rejection sampling (then PPO, GAtt, context distillation as configured); register `policy` candidate", cmd_rlhf),
     "promote": ("move the `champion` alias after the gates pass (or with a recorded --override)", cmd_promote),
     "demo": ("the whole line on the built-in data: servers, corpus, base model, SFT, ... and where to look", cmd_demo),
 }
@@ -168,6 +177,9 @@ def _stage_args(name: str, p: argparse.ArgumentParser) -> None:
     elif name == "reward":
         p.add_argument("--helpfulness", metavar="DATASET[@VERSION]", help="helpfulness comparisons (default: latest)")
         p.add_argument("--safety", metavar="DATASET[@VERSION]", help="safety comparisons (default: latest)")
+    elif name == "rlhf":
+        p.add_argument("--iteration", type=int, required=True, help="RLHF version number (V1, V2, ...)")
+        p.add_argument("--prompts", metavar="DATASET[@VERSION]", help="prompt dataset (default: built-in prompts)")
     elif name == "promote":
         p.add_argument("model", help="registered model, e.g. policy")
         p.add_argument("version", help="version number")
