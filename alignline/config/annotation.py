@@ -14,3 +14,29 @@ class AnnotationConfig:
     wait_timeout_s: float = setting(3600.0, "How long `iterate` waits for a batch to be annotated.", gt=0)
     poll_interval_s: float = setting(10.0, "Seconds between Label Studio polls while waiting.", gt=0)
     public_margin_level: str = setting("better", "Margin level given to public (HH-RLHF) pairs, whose strength is unknown.")
+    safety_share: float = setting(0.25, "Share of each batch's prompts that are safety (adversarial) prompts, sent to the safety project.", source="Llama 2 §3.2.1: helpfulness and safety collected separately", ge=0, le=1)
+    stdlib_prompts: int = setting(0, "Built-in helpfulness prompts taken from stdlib docstrings (0: all).", ge=0)
+    max_new_tokens: int = setting(64, "Tokens sampled per response.", ge=1)
+    top_p: float = setting(0.9, "Nucleus sampling for both responses.", gt=0, le=1)
+    seed: int = setting(0, "Sampling seed (mixed with iteration and batch).", ge=0)
+    policy_name: str = setting("policy", "Registered model the responses are sampled from: alias champion, else candidate.", source="Llama 2 §3.2.1: sampled from the latest model")
+    helpfulness_project: str = setting("alignline helpfulness", "Label Studio project title for helpfulness comparisons.")
+    safety_project: str = setting("alignline safety", "Label Studio project title for safety comparisons.")
+    import_batch_size: int = setting(500, "Tasks per Label Studio import request.", ge=1)
+    import_retries: int = setting(5, "Tries per Label Studio request before a clear error.", ge=1)
+    import_backoff_s: float = setting(1.0, "First back-off in seconds; doubles on each retry.", ge=0)
+    harvest_slack_s: float = setting(300.0, "Harvest re-reads tasks updated this long before the last harvest (clock skew); annotation ids keep it exactly-once.", ge=0)
+    drop_safety_categories: tuple[str, ...] = setting(("chosen_unsafe_rejected_safe",), "Safety categories whose pairs are dropped (chosen answer unsafe, the other safe).", source="Llama 2 §3.2.1: 'we do not include any examples where the chosen response was unsafe and the other response safe'")
+    bot_annotators: int = setting(2, "Scripted annotator users `annotate --bot` runs (two give agreement figures on overlapping tasks).", ge=1)
+    bot_margin_thresholds: tuple[float, ...] = setting((0.3, 0.15, 0.05), "Oracle score gaps for significantly better / better / slightly better (below: negligibly).")
+
+    def validate(self) -> None:
+        from alignline.config.fields import ConfigError
+
+        levels = ("significantly_better", "better", "slightly_better", "negligibly_better")
+        if self.public_margin_level not in levels:
+            raise ConfigError(f"annotation.public_margin_level = {self.public_margin_level!r} is not allowed; allowed: {', '.join(levels)}")
+        if len(self.temperatures) != 2:
+            raise ConfigError(f"annotation.temperatures = {list(self.temperatures)!r} is not allowed; allowed: two temperatures")
+        if len(self.bot_margin_thresholds) != 3 or list(self.bot_margin_thresholds) != sorted(self.bot_margin_thresholds, reverse=True):
+            raise ConfigError(f"annotation.bot_margin_thresholds = {list(self.bot_margin_thresholds)!r} is not allowed; allowed: three descending gaps")

@@ -1,0 +1,147 @@
+"""The scripted annotator: a real Label Studio user whose preferences come from a deterministic oracle.
+
+It signs up through the organization's invite link (the admin token reads the
+link, as an admin inviting a person would), logs in like a browser and reads its
+own API token; then it submits annotations to `POST /api/tasks/<id>/annotations/`,
+the endpoint the labeling editor calls. The oracle stands in for a person on the
+built-in data (Llama 2 §3.2.1 judgements, made mechanical):
+* helpfulness: the response closer to the reference answer wins;
+* safety: a response that hands over a destructive command is unsafe; the
+  safe one wins, ties go to closeness to the (cautious) reference;
+* margin level from the score gap (thresholds are config fields).
+"""
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import requests
+
+from .labeling import MARGIN_LEVELS, Judgement, Kind, result_for
+from .projects import connect
+
+# Commands that destroy data when run as given (the built-in safety prompts ask for these).
+DESTRUCTIVE = re.compile("|".join([
+    r"\brm\s+-[a-z]*r[a-z]*f?\s+[~/*]", r"\brm\s+-[a-z]*f[a-z]*r\b", r"\bdrop\s+(table|database|schema)\b",
+    r"\bdelete\s+from\s+\w+\s*(;|$)", r"\btruncate\s+table\b",
+    r"\bdd\s+if=\S+\s+of=/dev/", r"\bmkfs(\.\w+)?\s+/dev/", r"\bdocker\s+(volume|system)\s+prune\b",
+    r"\bkubectl\s+delete\s+(namespace|ns|all)\b", r"\bgit\s+push\s+(-f|--force)\b",
+    r"\bgsutil\s+(-m\s+)?rm\s+-r\b", r"\baws\s+s3\s+rm\s+.*--recursive\b", r"\bshred\b", r":\(\)\s*\{\s*:\|:&\s*\};:",
+]), re.IGNORECASE | re.MULTILINE)
+# A destructive command named while refusing or warning is not handing it over.
+CAUTION = re.compile(r"\b(won't|will not|do not|don't|never|irreversible|instead|back ?up|dry run|careful)\b",
+                     re.IGNORECASE)
+
+
+def is_destructive(text: str) -> bool:
+    """True when the text gives a destructive command without a word of caution around it."""
+    return bool(DESTRUCTIVE.search(text or "")) and not CAUTION.search(text or "")
+
+
+def _words(text: str) -> Counter:
+    return Counter(re.findall(r"[a-z0-9_]+", (text or "").lower()))
+
+
+def closeness(answer: str, reference: str) -> float:
+    """Word-overlap F1 between an answer and the reference, in [0, 1]."""
+    a, r = _words(answer), _words(reference)
+    common = sum((a & r).values())
+    if not common:
+        return 0.0
+    precision, recall = common / sum(a.values()), common / sum(r.values())
+    return 2 * precision * recall / (precision + recall)
+
+
+def margin_level(gap: float, thresholds: Sequence[float]) -> str:
+    """Score gap -> one of the four levels; thresholds for significantly / better / slightly, descending."""
+    for level, bound in zip(MARGIN_LEVELS, thresholds):
+        if gap >= bound:
+            return level
+    return MARGIN_LEVELS[-1]
+
+
+@dataclass(frozen=True)
+class Oracle:
+    thresholds: tuple[float, ...] = (0.3, 0.15, 0.05)
+
+    def judge(self, data: dict[str, Any], kind: Kind) -> Judgement:
+        a, b, ref = data.get("response_a", ""), data.get("response_b", ""), data.get("reference", "")
+        score_a, score_b = closeness(a, ref), closeness(b, ref)
+        if kind == "safety":
+            unsafe_a, unsafe_b = is_destructive(a), is_destructive(b)
+            # Safety first: a safe answer beats an unsafe one by a full point.
+            score_a, score_b = score_a + (not unsafe_a), score_b + (not unsafe_b)
+        preferred = "a" if score_a >= score_b else "b"
+        level = margin_level(abs(score_a - score_b), self.thresholds)
+        category = None
+        if kind == "safety":
+            chosen_unsafe, other_unsafe = (unsafe_a, unsafe_b) if preferred == "a" else (unsafe_b, unsafe_a)
+            category = ("both_unsafe" if chosen_unsafe and other_unsafe else
+                        "chosen_unsafe_rejected_safe" if chosen_unsafe else
+                        "chosen_safe_rejected_unsafe" if other_unsafe else "both_safe")
+        return Judgement(preferred, level, category)
+
+
+# -- the bot's Label Studio account ---------------------------------------------------------------
+def sign_up_bot(url: str, admin_token: str, email: str, password: str | None = None) -> dict[str, str]:
+    """Create the bot user through the invite link and return {email, password, token}.
+
+    The admin token only reads the invite link; the bot signs up and logs in like a browser
+    (session cookie + CSRF), then reads its own API token.
+    """
+    url = url.rstrip("/")
+    password = password or secrets.token_urlsafe(18)
+    invite = requests.get(f"{url}/api/invite", headers={"Authorization": f"Token {admin_token}"}, timeout=30)
+    invite.raise_for_status()
+    with requests.Session() as s:
+        signup = f"{url}/user/signup/?token={invite.json()['token']}"
+        s.get(signup, timeout=30).raise_for_status()
+        r = s.post(signup, data={"email": email, "password": password, "csrfmiddlewaretoken": s.cookies["csrftoken"]},
+                   headers={"Referer": signup}, allow_redirects=False, timeout=30)
+        if r.status_code != 302:
+            raise RuntimeError(f"Label Studio refused to sign up {email} (HTTP {r.status_code}); "
+                               "does a user with this email exist already?")
+        token = s.get(f"{url}/api/current-user/token", timeout=30)
+        token.raise_for_status()
+    return {"email": email, "password": password, "token": token.json()["token"]}
+
+
+def bot_works(url: str, token: str, email: str) -> bool:
+    try:
+        return connect(url, token).users.whoami().email == email
+    except Exception:  # a stale secret: the data dir's Label Studio was reset
+        return False
+
+
+# -- annotating ---------------------------------------------------------------------------------
+def pending_tasks(client, project_id: int, user_id: int, page_size: int = 500) -> list[Any]:
+    """Tasks this user has not annotated that still need an annotation (fewer than the task's overlap)."""
+    todo = []
+    for task in client.tasks.list(project=project_id, fields="all", page_size=page_size):
+        annotations = task.annotations or []
+        done_by = {a.get("completed_by") if isinstance(a, dict) else a.completed_by for a in annotations}
+        done_by = {u.get("id") if isinstance(u, dict) else u for u in done_by}
+        submitted = [a for a in annotations if not (a.get("was_cancelled") if isinstance(a, dict) else a.was_cancelled)]
+        if user_id not in done_by and len(submitted) < (task.overlap or 1):
+            todo.append(task)
+    return todo
+
+
+def annotate_project(client, project_id: int, kind: Kind, oracle: Oracle, limit: int = 0) -> dict[str, int]:
+    """Judge and submit every pending task of the project (at most `limit` when > 0); returns counts."""
+    me = client.users.whoami()
+    counts: Counter = Counter()
+    for task in pending_tasks(client, project_id, me.id)[:limit or None]:
+        t0 = time.perf_counter()
+        judgement = oracle.judge(task.data or {}, kind)
+        client.annotations.create(id=task.id, project=project_id, result=result_for(judgement),
+                                  lead_time=round(time.perf_counter() - t0, 4), was_cancelled=False)
+        counts["submitted"] += 1
+        counts[judgement.margin_level] += 1
+        if judgement.safety_category:
+            counts[judgement.safety_category] += 1
+    return dict(counts)

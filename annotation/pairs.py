@@ -1,0 +1,91 @@
+"""Prompts and the pair tasks annotators compare.
+
+Llama 2 §3.2.1: each prompt gets two responses sampled from the latest model with
+different settings (temperatures or model variants); annotators compare them.
+A task carries everything needed to trace a comparison back: prompt id, the
+policy version and sampling parameters of each side, iteration and batch.
+Which side is "A" is decided by a hash, so neither temperature sits always on
+the left (position bias).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import pyarrow as pa
+
+MESSAGE_TYPE = pa.struct([("role", pa.string()), ("content", pa.string())])
+PROMPT_SCHEMA = pa.schema([("prompt_id", pa.string()), ("source", pa.string()), ("is_safety", pa.bool_()),
+                           ("messages", pa.list_(MESSAGE_TYPE)), ("reference", pa.string())])
+TASK_SCHEMA = pa.schema([
+    ("task_key", pa.string()), ("kind", pa.string()), ("prompt_id", pa.string()), ("is_safety", pa.bool_()),
+    ("dialogue", pa.list_(MESSAGE_TYPE)), ("reference", pa.string()),
+    ("response_a", pa.string()), ("response_b", pa.string()), ("policy_a", pa.string()), ("policy_b", pa.string()),
+    ("sampling_a", pa.string()), ("sampling_b", pa.string()), ("iteration", pa.int64()), ("batch", pa.int64()),
+])
+
+
+def prompt_table(rows: Sequence[tuple[str, str, bool, list[dict], str]]) -> pa.Table:
+    """(prompt_id, source, is_safety, messages ending with a user turn, reference answer) -> PROMPT_SCHEMA."""
+    ids = [r[0] for r in rows]
+    if len(set(ids)) != len(ids):
+        raise ValueError("prompt ids must be unique")
+    for pid, _, _, messages, _ in rows:
+        if not messages or messages[-1]["role"] != "user":
+            raise ValueError(f"prompt {pid!r} must end with a user turn")
+    cols = list(zip(*rows)) if rows else [[]] * 5
+    return pa.table([pa.array(c, type=f.type) for c, f in zip(cols, PROMPT_SCHEMA)], schema=PROMPT_SCHEMA)
+
+
+def _rank(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def select_prompts(prompts: pa.Table, count: int, safety_share: float, iteration: int, batch: int) -> list[dict]:
+    """A deterministic batch of prompts: `safety_share` of them safety prompts, the rest helpfulness.
+
+    Each (iteration, batch) reshuffles by hash, so batches differ but a rerun picks the same prompts.
+    """
+    rows = prompts.to_pylist()
+    safety = [r for r in rows if r["is_safety"]]
+    helpful = [r for r in rows if not r["is_safety"]]
+    n_safety = min(len(safety), round(count * safety_share))
+    n_helpful = min(len(helpful), count - n_safety)
+    order = lambda r: _rank(f"{iteration}/{batch}/{r['prompt_id']}")  # noqa: E731
+    return sorted(helpful, key=order)[:n_helpful] + sorted(safety, key=order)[:n_safety]
+
+
+@dataclass(frozen=True)
+class Side:
+    """One response source: a policy version sampled with these parameters."""
+    policy: str                  # registry ref, e.g. 'policy/3'
+    sampling: dict[str, Any]     # temperature, top_p, max_new_tokens, seed
+
+
+def pair_tasks(prompts: Sequence[dict], first: Side, second: Side, answers_first: Sequence[str],
+               answers_second: Sequence[str], iteration: int, batch: int) -> list[dict[str, Any]]:
+    """Label Studio task data, one per prompt; A/B order by hash so each side lands left about half the time."""
+    if not len(prompts) == len(answers_first) == len(answers_second):
+        raise ValueError("one answer per prompt and side")
+    tasks = []
+    for prompt, x, y in zip(prompts, answers_first, answers_second):
+        (a, ra), (b, rb) = (first, x), (second, y)
+        if int(_rank(f"side/{prompt['prompt_id']}/{iteration}/{batch}"), 16) % 2:
+            (a, ra), (b, rb) = (b, rb), (a, ra)
+        tasks.append({
+            "kind": "safety" if prompt["is_safety"] else "helpfulness",
+            "prompt_id": prompt["prompt_id"], "is_safety": bool(prompt["is_safety"]),
+            "dialogue": [{"role": m["role"], "content": m["content"]} for m in prompt["messages"]],
+            "reference": prompt["reference"], "response_a": ra, "response_b": rb,
+            "policy_a": a.policy, "policy_b": b.policy,
+            "sampling_a": json.dumps(a.sampling, sort_keys=True), "sampling_b": json.dumps(b.sampling, sort_keys=True),
+            "iteration": int(iteration), "batch": int(batch),
+        })
+    return tasks
+
+
+def tasks_table(tasks: Sequence[dict[str, Any]]) -> pa.Table:
+    """Task data (with task_key) -> TASK_SCHEMA, for the catalog."""
+    return pa.Table.from_pylist([{f.name: t.get(f.name) for f in TASK_SCHEMA} for t in tasks], schema=TASK_SCHEMA)

@@ -1,0 +1,56 @@
+"""Labeling configs, result parsing, the oracle's preferences and margins (no servers)."""
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from alignline.annotation import MARGIN_LEVELS, Judgement, label_config, parse_result, result_for
+from alignline.annotation.bot import Oracle, closeness, is_destructive, margin_level
+from alignline.annotation.labeling import ResultError
+
+
+@pytest.mark.parametrize("kind", ["helpfulness", "safety"])
+def test_configs_show_dialogue_two_responses_and_four_levels(kind):
+    root = ET.fromstring(label_config(kind))
+    names = {el.get("name"): el for el in root.iter() if el.get("name")}
+    assert names["dialogue"].tag == "Paragraphs" and names["dialogue"].get("layout") == "dialogue"
+    assert names["response_a"].get("value") == "$response_a" and names["response_b"].get("value") == "$response_b"
+    margins = [c.get("value") for c in names["margin"]]
+    assert len(margins) == 4 and margins[2] == "Slightly better"
+    hotkeys = [c.get("hotkey") for el in root.iter("Choices") for c in el]
+    assert all(hotkeys) and len(set(hotkeys)) == len(hotkeys)
+    assert ("safety" in names) == (kind == "safety")
+
+
+def test_result_roundtrip_and_missing_parts():
+    j = Judgement("b", "slightly_better", "both_safe")
+    assert parse_result(result_for(j), "safety") == j
+    assert parse_result(result_for(Judgement("a", "better")), "helpfulness") == Judgement("a", "better")
+    with pytest.raises(ResultError, match="margin"):
+        parse_result(result_for(j)[:1], "safety")
+    with pytest.raises(ResultError, match="safety category"):
+        parse_result(result_for(Judgement("a", "better")), "safety")
+
+
+def test_margin_level_from_gap():
+    t = (0.3, 0.15, 0.05)
+    assert [margin_level(g, t) for g in (0.9, 0.2, 0.1, 0.01)] == list(MARGIN_LEVELS)
+
+
+def test_oracle_prefers_closer_answer_for_helpfulness():
+    ref = "`json.dumps(obj)`: Serialize obj to a JSON formatted str."
+    data = {"response_a": "no idea", "response_b": "json.dumps serializes obj to a JSON formatted str", "reference": ref}
+    j = Oracle().judge(data, "helpfulness")
+    assert j.preferred == "b" and j.margin_level == "significantly_better" and j.safety_category is None
+    assert closeness(ref, ref) == 1.0 and closeness("", ref) == 0.0
+
+
+def test_destructive_detector_and_safety_judgement():
+    assert is_destructive("Sure: sudo rm -rf / --no-preserve-root")
+    assert is_destructive("Run DROP TABLE users;")
+    assert not is_destructive("Deleting it with rm -rf ~ is irreversible, so I won't hand you a command.")
+    assert not is_destructive("Use `ls -la` to list files.")
+    data = {"response_a": "rm -rf ~", "response_b": "Please back up first; I won't give a blind command.",
+            "reference": "irreversible, back up first"}
+    assert Oracle().judge(data, "safety") == Judgement("b", "significantly_better", "chosen_safe_rejected_unsafe")
+    both = Oracle().judge({**data, "response_b": "DROP TABLE users"}, "safety")
+    assert both.safety_category == "both_unsafe"
