@@ -130,6 +130,50 @@ def cmd_rlhf(cfg: RunConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_collect(cfg: RunConfig, args: argparse.Namespace) -> int:
+    require_servers(cfg)
+    from alignline.flows.collect import run_collect
+
+    print_result(run_collect(cfg, iteration=args.iteration, batch=args.batch, prompts=args.prompts))
+    return 0
+
+
+def cmd_annotate(cfg: RunConfig, args: argparse.Namespace) -> int:
+    require_servers(cfg)
+    if not args.bot:
+        print(f"annotators work in Label Studio: {cfg.servers.url(cfg.servers.label_studio_port)}/projects "
+              "(`--bot` runs the scripted annotator instead)")
+        return 0
+    from alignline.flows.annotate import run_bot
+
+    print_result(run_bot(cfg, project=args.project, limit=args.limit))
+    return 0
+
+
+def cmd_harvest(cfg: RunConfig, args: argparse.Namespace) -> int:
+    require_servers(cfg)
+    from alignline.flows.harvest import run_harvest, run_import_hh_rlhf
+
+    print_result(run_import_hh_rlhf(cfg, args.hh_rlhf) if args.hh_rlhf else run_harvest(cfg))
+    return 0
+
+
+def cmd_evaluate(cfg: RunConfig, args: argparse.Namespace) -> int:
+    require_servers(cfg)
+    from alignline.flows.evaluate import run_evaluate
+
+    print_result(run_evaluate(cfg, policy=args.policy, baseline=args.baseline))
+    return 0
+
+
+def cmd_iterate(cfg: RunConfig, args: argparse.Namespace) -> int:
+    require_servers(cfg)
+    from alignline.flows.iteration import run_iterate
+
+    print_result(run_iterate(cfg, iteration=args.iteration, bot=args.bot))
+    return 0
+
+
 def cmd_promote(cfg: RunConfig, args: argparse.Namespace) -> int:
     require_servers(cfg)
     from alignline.flows.promote import PromotionRefused, run_promote
@@ -157,8 +201,13 @@ COMMANDS: dict[str, tuple[str, Callable[[RunConfig, argparse.Namespace], int]]] 
     "corpus": ("clean, deduplicate, audit and publish a corpus version", cmd_corpus),
     "pretrain": ("train the tokenizer and the base model on the latest corpus; register `base`", cmd_pretrain),
     "sft": ("supervised fine-tuning of the base model; register `policy` as candidate", cmd_sft),
+    "collect": ("sample response pairs from the latest policy and import them into Label Studio", cmd_collect),
+    "annotate": ("where annotators work; `--bot` runs the scripted annotator through the same API", cmd_annotate),
+    "harvest": ("export new annotations into validated comparison datasets (or import HH-RLHF)", cmd_harvest),
     "reward": ("train the helpfulness and safety reward models; register both as candidates", cmd_reward),
     "rlhf": ("rejection sampling (then PPO, GAtt, context distillation as configured); register `policy` candidate", cmd_rlhf),
+    "evaluate": ("evaluate a policy version against the champion; report and model card to MLflow", cmd_evaluate),
+    "iterate": ("one RLHF version end to end: collect, annotate, harvest, RMs, RLHF, evaluate (resumable)", cmd_iterate),
     "promote": ("move the `champion` alias after the gates pass (or with a recorded --override)", cmd_promote),
     "demo": ("the whole line on the built-in data: servers, corpus, base model, SFT, ... and where to look", cmd_demo),
 }
@@ -174,6 +223,22 @@ def _stage_args(name: str, p: argparse.ArgumentParser) -> None:
                        help="evaluation set checked for contamination (repeatable; overrides corpus.eval_sets)")
     elif name == "pretrain":
         p.add_argument("--corpus-version", default="latest", help="corpus dataset version (default latest)")
+    elif name == "collect":
+        p.add_argument("--iteration", type=int, required=True, help="RLHF version the batch feeds")
+        p.add_argument("--batch", type=int, default=1, help="batch number within the iteration (paper: weekly batches)")
+        p.add_argument("--prompts", metavar="DATASET[@VERSION]", help="prompt dataset (default: built-in prompts)")
+    elif name == "annotate":
+        p.add_argument("--bot", action="store_true", help="run the scripted annotator (demo and tests)")
+        p.add_argument("--project", help="helpfulness, safety or a project title (default: both)")
+        p.add_argument("--limit", type=int, default=0, help="tasks per bot at most (0: all pending)")
+    elif name == "harvest":
+        p.add_argument("--hh-rlhf", metavar="FILE.jsonl", help="import Anthropic HH-RLHF pairs instead")
+    elif name == "evaluate":
+        p.add_argument("--policy", default="candidate", help="policy version or alias (default candidate)")
+        p.add_argument("--baseline", help="version to compare with (default: champion, else the parent)")
+    elif name == "iterate":
+        p.add_argument("--iteration", type=int, help="iteration number (default: the next unfinished one)")
+        p.add_argument("--bot", action="store_true", help="the scripted annotator labels the batch")
     elif name == "reward":
         p.add_argument("--helpfulness", metavar="DATASET[@VERSION]", help="helpfulness comparisons (default: latest)")
         p.add_argument("--safety", metavar="DATASET[@VERSION]", help="safety comparisons (default: latest)")

@@ -1,7 +1,10 @@
 """`alignline demo`: the whole line on the built-in data, with a wall-time table and where to look.
 
-Each stage is its own Prefect flow run (visible in the Prefect UI); this
-module only sequences them, times them and prints the summary.
+servers -> corpus -> tokenizer + base model -> SFT (V0) -> evaluate and promote V0
+-> RLHF iterations V1, V2 with the scripted annotator, each evaluated and
+promoted through the gates. Each stage is its own Prefect flow run; a demo
+ledger skips stages that already finished, so a rerun (or a rerun after a
+crash) continues where it stopped.
 """
 from __future__ import annotations
 
@@ -15,61 +18,116 @@ from rich.table import Table
 from alignline.config import RunConfig
 
 console = Console()
+ITERATIONS = (1, 2)
+REVIEWER = "alignline-demo"
 
 
-def _stages(cfg: RunConfig) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
+def _promote_if_gates_pass(cfg: RunConfig, version: str, reason: str) -> dict[str, Any]:
+    from alignline.flows.promote import PromotionRefused, run_promote
+
+    try:
+        return run_promote(cfg, "policy", version, reviewer=REVIEWER, reason=reason)
+    except PromotionRefused as e:  # the demo respects the gates; a reviewer may still override
+        console.log(f"[yellow]not promoted: {e}")
+        return {"promoted": None, "refused": str(e)}
+
+
+def _stages(cfg: RunConfig) -> list[tuple[str, Callable[[dict], dict[str, Any]]]]:
     from alignline.flows.corpus import run_corpus
+    from alignline.flows.evaluate import run_evaluate
+    from alignline.flows.iteration import run_iterate
     from alignline.flows.pretrain import run_pretrain
     from alignline.flows.sft import run_sft
 
-    return [
-        ("corpus", lambda: run_corpus(cfg)),
-        ("pretrain", lambda: run_pretrain(cfg)),
-        ("sft", lambda: run_sft(cfg)),
+    def version_of(ref: str) -> str:
+        return ref.split("/", 1)[1]
+
+    stages: list[tuple[str, Callable[[dict], dict[str, Any]]]] = [
+        ("corpus", lambda done: run_corpus(cfg)),
+        ("pretrain", lambda done: run_pretrain(cfg)),
+        ("sft", lambda done: run_sft(cfg)),
+        ("evaluate V0", lambda done: run_evaluate(cfg, policy="candidate")),
+        ("promote V0", lambda done: _promote_if_gates_pass(cfg, version_of(done["evaluate V0"]["policy"]),
+                                                           "V0: the SFT policy starts the line")),
     ]
+    for n in ITERATIONS:
+        stages.append((f"iterate V{n}", lambda done, n=n: run_iterate(cfg, iteration=n, bot=True)))
+        stages.append((f"promote V{n}", lambda done, n=n: _promote_if_gates_pass(
+            cfg, version_of(done[f"iterate V{n}"]["candidate"]), f"V{n}: passed the gates against the champion")))
+    return stages
 
 
 def run_demo(cfg: RunConfig) -> int:
     from alignline.flows.cli import require_servers
+    from alignline.flows.iteration import Ledger
     from alignline.infra import up
 
-    timings: list[tuple[str, float]] = []
+    timings: list[tuple[str, float, str]] = []
     started = time.monotonic()
     console.rule("[bold]alignline demo: servers")
     up(cfg, say=lambda msg: console.log(msg))
-    timings.append(("servers up", time.monotonic() - started))
+    timings.append(("servers up", time.monotonic() - started, "ran"))
     require_servers(cfg)  # also points Prefect at the server
-    results: dict[str, dict[str, Any]] = {}
-    for name, stage in _stages(cfg):
+    stages = _stages(cfg)
+    ledger = Ledger(cfg.home, "demo", tuple(name for name, _ in stages))
+    for name, stage in stages:
+        if ledger.done(name):
+            timings.append((name, 0.0, "done earlier"))
+            continue
         console.rule(f"[bold]alignline demo: {name}")
         t0 = time.monotonic()
-        results[name] = stage()
-        timings.append((name, time.monotonic() - t0))
+        ledger.record(name, stage(ledger.data["steps"]))
+        timings.append((name, time.monotonic() - t0, "ran"))
         console.log(f"{name} done in {timings[-1][1]:.0f}s")
-    _summary(cfg, timings, results)
+    _summary(cfg, timings, ledger.data["steps"])
     summary_file = cfg.home / "demo-summary.json"
-    summary_file.write_text(json.dumps({"timings_s": dict(timings), "results": results}, indent=2, default=str))
+    summary_file.write_text(json.dumps({"timings_s": {n: s for n, s, _ in timings}, "results": ledger.data["steps"]},
+                                       indent=2, default=str))
     console.print(f"summary written to {summary_file}")
     return 0
 
 
-def _summary(cfg: RunConfig, timings: list[tuple[str, float]], results: dict[str, dict[str, Any]]) -> None:
+def _champion_scores(cfg: RunConfig) -> list[tuple[str, str, str]]:
+    """Oracle score and safety of each version that became champion, in promotion order."""
+    from alignline.flows.context import RunContext
+
+    registry = RunContext(cfg).registry
+    rows = []
+    try:
+        history = registry.promotion_history("policy")
+    except Exception:
+        return rows
+    for i, record in enumerate(history):
+        tags = registry.get("policy", record["version"]).tags
+        report = json.loads(tags.get("eval.report", "{}"))
+        rows.append((f"V{i}", f"policy/{record['version']}", f"{report.get('mean_oracle', float('nan')):.3f}",
+                     f"{report.get('safety_violation_rate', float('nan')):.2f}"))
+    return rows
+
+
+def _summary(cfg: RunConfig, timings: list[tuple[str, float, str]], results: dict[str, dict[str, Any]]) -> None:
     table = Table(title="demo stages (wall time)")
-    table.add_column("stage")
-    table.add_column("seconds", justify="right")
-    for name, seconds in timings:
-        table.add_row(name, f"{seconds:.0f}")
-    table.add_row("total", f"{sum(s for _, s in timings):.0f}")
+    for col in ("stage", "seconds", ""):
+        table.add_column(col)
+    for name, seconds, how in timings:
+        table.add_row(name, f"{seconds:.0f}", how)
+    table.add_row("total", f"{sum(s for _, s, _ in timings):.0f}", "")
     console.print(table)
+    champions = Table(title="champions (oracle score on held-out prompts, safety violation rate)")
+    for col in ("version", "model", "oracle score", "safety violations"):
+        champions.add_column(col)
+    for row in _champion_scores(cfg):
+        champions.add_row(*row)
+    console.print(champions)
     s = cfg.servers
     where = Table(title="where to look", show_header=False)
-    where.add_row("MLflow (runs, models, cards)", f"{s.url(s.mlflow_port)}/#/models")
+    where.add_row("MLflow registry (policy, rm-*, base)", f"{s.url(s.mlflow_port)}/#/models/policy")
     where.add_row("Prefect (flow runs)", f"{s.url(s.prefect_port)}/runs")
     where.add_row("Label Studio (annotators)", f"{s.url(s.label_studio_port)}/projects")
     where.add_row("Ray dashboard", s.url(s.ray_dashboard_port))
     where.add_row("data dir", str(cfg.home))
     for name, result in results.items():
-        for key in ("report", "report_path", "registered", "model", "policy"):
-            if key in result:
-                where.add_row(f"{name} {key}", str(result[key]))
+        for key in ("report", "model_card", "model_card_mlflow", "url"):
+            if isinstance(result, dict) and key in result:
+                where.add_row(f"{name}: {key}", str(result[key]))
     console.print(where)
