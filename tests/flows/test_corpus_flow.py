@@ -89,3 +89,36 @@ def test_validation_failure_publishes_nothing(tmp_path):
         run_corpus(config(home, "corpus.validation_min_chars=100000", "corpus.validation_max_chars=200000"), [str(source)])
     assert failure.value.report.exists()
     assert Catalog(home / "lake").names() == []
+
+
+def test_killed_mid_dedup_resumes_with_the_same_result(tmp_path, monkeypatch):
+    """A run that dies in the middle of the band partitions reruns only what did not finish,
+    and publishes what an uninterrupted run publishes (nothing lost, nothing twice)."""
+    from alignline.flows.corpus import run_corpus
+    from alignline.storage.corpus import minhash
+
+    source, _ = write_source(tmp_path)
+    real = minhash.band_candidates
+    calls = []
+
+    def dies_after_first_partition(*args, **kwargs):
+        calls.append(args[1])
+        if len(calls) > 1:
+            raise RuntimeError("worker killed mid-dedup")
+        return real(*args, **kwargs)
+
+    cfg = config(tmp_path / "home")
+    monkeypatch.setattr(minhash, "band_candidates", dies_after_first_partition)
+    with pytest.raises(Exception, match="worker killed mid-dedup"):
+        run_corpus(cfg, [str(source)])
+    assert not (tmp_path / "home" / "lake" / "datasets" / "corpus").exists()  # nothing published
+
+    calls.clear()
+    monkeypatch.setattr(minhash, "band_candidates", lambda *a, **k: (calls.append(a[1]), real(*a, **k))[1])
+    resumed = run_corpus(cfg, [str(source)])
+    assert len(calls) == 1  # the finished partition came from the cache
+
+    uninterrupted = run_corpus(config(tmp_path / "other"), [str(source)])
+    for name in ("corpus", "corpus-dropped", "corpus-rejects", "corpus-raw"):
+        assert resumed[name].split("@")[1] == uninterrupted[name].split("@")[1]
+    assert len(Catalog(tmp_path / "home" / "lake").versions("corpus")) == 1
