@@ -89,7 +89,7 @@ def pretrain_flow(cfg: RunConfig, corpus_version: str = "latest", tracking_uri: 
         raise
     end_run(uri, run_id)
     return {"model": ref, "corpus": corpus_ref, "tokenizer": tokenizer_ref, "run_id": run_id,
-            "loss": result["loss"], "steps": result["step"], "tokens_per_s": result["tokens_per_s"]}
+            "loss": result.get("loss"), "steps": result.get("step"), "tokens_per_s": result.get("tokens_per_s")}
 
 
 def run_pretrain(cfg: RunConfig, corpus_version: str = "latest", tracking_uri: str | None = None) -> dict:

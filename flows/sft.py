@@ -93,8 +93,8 @@ def sft_flow(cfg: RunConfig, data: str | None = None, tracking_uri: str | None =
         end_run(uri, run_id, "FAILED")
         raise
     end_run(uri, run_id)
-    return {"model": ref, "data": dataset_ref, "parent": parent, "run_id": run_id, "loss": result["loss"],
-            "steps": result["step"], "tokens_per_s": result["tokens_per_s"]}
+    return {"model": ref, "data": dataset_ref, "parent": parent, "run_id": run_id, "loss": result.get("loss"),
+            "steps": result.get("step"), "tokens_per_s": result.get("tokens_per_s")}
 
 
 def run_sft(cfg: RunConfig, data: str | None = None, tracking_uri: str | None = None) -> dict:

@@ -55,6 +55,14 @@ def load_checkpoint(folder: str | Path, model: torch.nn.Module, optimizer: torch
     return int(state["step"])
 
 
+def checkpoint_extra(folder: str | Path | None) -> dict[str, Any]:
+    """The `extra` a checkpoint was saved with (recipes keep their running summary there, so a
+    rerun of a finished job still reports its final metrics)."""
+    if folder is None:
+        return {}
+    return torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=False).get("extra", {})
+
+
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "module", model)  # DistributedDataParallel keeps the model in .module
 

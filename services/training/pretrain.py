@@ -17,7 +17,7 @@ from alignline.config.model import ModelConfig
 from alignline.config.training import PretrainConfig
 from alignline.services.models.factory import build_model, load_tokenizer, save_model
 
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import checkpoint_extra, latest_checkpoint, load_checkpoint, save_checkpoint
 from .launch import LaunchOptions, WorkerContext, launch
 from .optimization import build_adamw, cosine_with_warmup
 from .packing import step_rows
@@ -51,7 +51,8 @@ def pretrain_loop(job: PretrainJob, ctx: WorkerContext) -> dict[str, Any]:
     ddp_model = ctx.wrap(model)
     ddp_model.train()
     metrics = MetricsLogger(job.tracking_uri, job.run_id, "pretrain") if ctx.is_main else MetricsLogger(None, None)
-    summary: dict[str, Any] = {"resumed_from_step": start}
+    summary: dict[str, Any] = {**checkpoint_extra(resume_from).get("summary", {}),
+                            "resumed_from_step": start}
     for step in range(start, cfg.max_steps):
         t0 = time.perf_counter()
         batch = step_rows(len(rows), cfg.batch_size, step, cfg.seed)[ctx.rank::ctx.world_size]
@@ -66,7 +67,8 @@ def pretrain_loop(job: PretrainJob, ctx: WorkerContext) -> dict[str, Any]:
             metrics.log(step + 1, {"loss": out.loss, "lr": lr, "tokens_per_s": summary["tokens_per_s"],
                                    "grad_norm": out.grad_norm})
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.max_steps:
-            saved = save_checkpoint(job.checkpoint_dir, step + 1, model, optimizer, scheduler) if ctx.is_main else None
+            saved = save_checkpoint(job.checkpoint_dir, step + 1, model, optimizer, scheduler,
+                                    extra={"summary": summary}) if ctx.is_main else None
             ctx.report({"step": step + 1, "loss": out.loss}, saved)
         if job.on_step is not None:
             job.on_step(step + 1)

@@ -29,7 +29,7 @@ from alignline.services.models.reward_model import RewardModel, reward_model_fro
 from alignline.services.rewards.encoding import encode_response
 from alignline.services.rewards.schema import Comparison
 
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import checkpoint_extra, latest_checkpoint, load_checkpoint, save_checkpoint
 from .launch import LaunchOptions, WorkerContext, launch
 from .optimization import build_adamw, cosine_with_warmup
 from .packing import step_rows
@@ -214,7 +214,8 @@ def reward_loop(job: RewardJob, ctx: WorkerContext) -> dict[str, Any]:
     ddp_model = ctx.wrap(model)
     ddp_model.train()
     metrics = MetricsLogger(job.tracking_uri, job.run_id) if ctx.is_main else MetricsLogger(None, None)
-    summary: dict[str, Any] = {"resumed_from_step": start, "max_steps": max_steps, "pairs": len(pairs),
+    summary: dict[str, Any] = {**checkpoint_extra(resume_from).get("summary", {}),
+                            "resumed_from_step": start, "max_steps": max_steps, "pairs": len(pairs),
                                "train_pairs": 0, "train_seconds": 0.0}
     losses: list[float] = []
     for step in range(start, max_steps):
@@ -238,7 +239,8 @@ def reward_loop(job: RewardJob, ctx: WorkerContext) -> dict[str, Any]:
             metrics.log(step + 1, {"loss": loss, "accuracy": accuracy, "reward_gap": gap, "lr": lr,
                                    "pairs_per_s": summary["pairs_per_s"], "grad_norm": grad_norm})
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == max_steps:
-            saved = save_checkpoint(job.checkpoint_dir, step + 1, model, optimizer, scheduler) if ctx.is_main else None
+            saved = save_checkpoint(job.checkpoint_dir, step + 1, model, optimizer, scheduler,
+                                    extra={"summary": summary}) if ctx.is_main else None
             ctx.report({"step": step + 1, "loss": loss}, saved)
         if job.on_step is not None:
             job.on_step(step + 1)

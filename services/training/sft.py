@@ -18,7 +18,7 @@ from alignline.config.training import SFTConfig
 from alignline.services.models.chat import EncodedDialogue, Message, TrainOn, encode_dialogue
 from alignline.services.models.factory import load_model, load_tokenizer, save_model
 
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import checkpoint_extra, latest_checkpoint, load_checkpoint, save_checkpoint
 from .launch import LaunchOptions, WorkerContext, launch
 from .optimization import build_adamw, cosine_with_warmup
 from .packing import PackedRows, pack_dialogues, step_rows
@@ -69,7 +69,8 @@ def sft_loop(job: SFTJob, ctx: WorkerContext) -> dict[str, Any]:
     ddp_model = ctx.wrap(model)
     ddp_model.train()
     metrics = MetricsLogger(job.tracking_uri, job.run_id, "sft") if ctx.is_main else MetricsLogger(None, None)
-    summary: dict[str, Any] = {"resumed_from_step": start, "max_steps": max_steps}
+    summary: dict[str, Any] = {**checkpoint_extra(resume_from).get("summary", {}),
+                            "resumed_from_step": start, "max_steps": max_steps}
     losses: list[float] = []
     for step in range(start, max_steps):
         t0 = time.perf_counter()
@@ -86,7 +87,8 @@ def sft_loop(job: SFTJob, ctx: WorkerContext) -> dict[str, Any]:
             metrics.log(step + 1, {"loss": out.loss, "lr": lr, "tokens_per_s": summary["tokens_per_s"],
                                    "grad_norm": out.grad_norm})
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == max_steps:
-            saved = save_checkpoint(job.checkpoint_dir, step + 1, model, optimizer, scheduler) if ctx.is_main else None
+            saved = save_checkpoint(job.checkpoint_dir, step + 1, model, optimizer, scheduler,
+                                    extra={"summary": summary}) if ctx.is_main else None
             ctx.report({"step": step + 1, "loss": out.loss}, saved)
         if job.on_step is not None:
             job.on_step(step + 1)
