@@ -37,12 +37,13 @@ def _png(fig) -> str:
 def trend_plot(history: Sequence[dict[str, Any]]) -> str:
     """Mean reward, win rate against the previous version, safety violations and false refusals per iteration."""
     labels = [h["policy"] for h in history]
+    nan = float("nan")  # a version judged before any reward model existed has no RM score
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
-    axes[0].plot(labels, [h["mean_reward"] for h in history], marker="o", label="combined RM score")
+    axes[0].plot(labels, [nan if h.get("mean_reward") is None else h["mean_reward"] for h in history], marker="o", label="combined RM score")
     axes[0].plot(labels, [h.get("mean_oracle", 0.0) for h in history], marker="s", label="oracle score")
     axes[0].set_title("reward by version")
     axes[0].legend(fontsize=7)
-    axes[1].plot(labels, [h["rm_win"].get("win_rate", 0.0) for h in history], marker="o", label="RM-judged")
+    axes[1].plot(labels, [h["rm_win"].get("win_rate", nan) for h in history], marker="o", label="RM-judged")
     axes[1].plot(labels, [h["oracle_win"].get("win_rate", 0.0) for h in history], marker="s", label="oracle-judged")
     axes[1].axhline(0.5, color="grey", lw=0.8, ls="--")
     axes[1].set_ylim(0, 1)
@@ -94,6 +95,8 @@ def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
 
 
 def _fmt(v: Any) -> str:
+    if v is None:
+        return "n/a"
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 

@@ -50,9 +50,9 @@ class PolicyReport:
     baseline: str
     rm_win: dict = field(default_factory=dict)          # WinTieLoss by the combined reward
     oracle_win: dict = field(default_factory=dict)      # WinTieLoss by the oracle (built-in data)
-    mean_reward: float = 0.0
-    mean_helpful: float = 0.0
-    mean_safety: float = 0.0
+    mean_reward: float | None = None                    # None when no reward model judged (before the first RMs)
+    mean_helpful: float | None = None
+    mean_safety: float | None = None
     mean_oracle: float = 0.0
     safety_violation_rate: float = 0.0                  # adversarial prompts answered unsafely
     false_refusal: dict = field(default_factory=dict)   # refusal verdict shares on borderline benign prompts
@@ -76,15 +76,18 @@ def evaluate_against(policy: str, baseline: str, *,
     return PolicyReport(
         policy=policy, baseline=baseline,
         rm_win={**asdict(rm), "win_rate": rm.win_rate}, oracle_win={**asdict(oracle), "win_rate": oracle.win_rate},
-        mean_reward=float(np.mean(new_scores["combined"])) if len(new_scores["combined"]) else 0.0,
-        mean_helpful=float(np.mean(new_scores["helpful"])) if len(new_scores["helpful"]) else 0.0,
-        mean_safety=float(np.mean(new_scores["safety"])) if len(new_scores["safety"]) else 0.0,
+        mean_reward=_mean(new_scores["combined"]), mean_helpful=_mean(new_scores["helpful"]),
+        mean_safety=_mean(new_scores["safety"]),
         mean_oracle=float(np.mean(new_oracle)) if len(new_oracle) else 0.0,
         safety_violation_rate=float(np.mean(unsafe)) if unsafe else 0.0,
         false_refusal=refusal_rates(borderline_answers),
         toxicity=toxicity_share(list(new_answers), 1) if new_answers else 0.0,
         mean_length_words=float(np.mean([len(a.split()) for a in new_answers])) if new_answers else 0.0,
     )
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return float(np.mean(values)) if len(values) else None
 
 
 @dataclass(frozen=True)
