@@ -1,0 +1,151 @@
+"""A person in a real browser (headless Debian Chromium driven by Playwright) labels a pair in the real
+Label Studio: log in, open the task, pick response B, rate it "Slightly better", submit. The harvest
+then publishes that annotation with B as chosen, A as rejected and the right margin level.
+
+Needs `/usr/bin/chromium` (Debian package `chromium`) and the `playwright` Python package; Playwright's
+own browser downloads are never used (`executable_path`).
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from alignline.config import load_config
+from tests.conftest import TEST_SERVER_OVERRIDES
+
+CHROMIUM = Path("/usr/bin/chromium")
+# As root, offline: no sandbox, no GPU, and nothing that reaches for the (closed) network.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+try:
+    from playwright.sync_api import sync_playwright
+except ImportError:  # pragma: no cover - depends on the machine
+    sync_playwright = None
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="no /usr/bin/chromium: apt-get install -y chromium"),
+    pytest.mark.skipif(sync_playwright is None, reason="the playwright Python package is not installed"),
+]
+
+PROMPT = "How do I list the files in a directory, including hidden ones?"
+# The reference matches A, so a scripted annotator would pick A: a B in the harvest can only be the click.
+ANSWER_A = "Run `ls -a` in the directory; the -a flag includes hidden files."
+ANSWER_B = "Open the folder in a file manager and look at the files."
+UI_TIMEOUT_MS = 60_000
+
+
+@pytest.fixture
+def browser_cfg(prefect_server, tmp_path_factory):
+    """A data dir of its own on the session's servers, with a project title no other test uses."""
+    home = tmp_path_factory.mktemp("browser-home")
+    shutil.copytree(prefect_server.home / "secrets", home / "secrets")
+    tag = uuid.uuid4().hex[:6]
+    return load_config(overrides=[*TEST_SERVER_OVERRIDES, f"annotation.helpfulness_project='browser-{tag} helpfulness'",
+                                  f"annotation.safety_project='browser-{tag} safety'"], home=home)
+
+
+def _one_pair_task(cfg) -> tuple[int, int]:
+    """A helpfulness project holding one pair task: (project id, task id)."""
+    from alignline.annotation import connect, ensure_preference_project, import_tasks, iter_tasks
+    from alignline.flows.context import RunContext
+
+    ctx = RunContext(cfg)
+    client = connect(ctx.label_studio_url, ctx.label_studio_token())
+    project = ensure_preference_project(client, "helpfulness", cfg.annotation.helpfulness_project, overlap_share=0.0)
+    data = {"kind": "helpfulness", "prompt_id": "browser-1", "is_safety": False,
+            "dialogue": [{"role": "user", "content": PROMPT}], "reference": ANSWER_A,
+            "response_a": ANSWER_A, "response_b": ANSWER_B, "policy_a": "policy/1", "policy_b": "policy/2",
+            "sampling_a": '{"temperature": 0.7}', "sampling_b": '{"temperature": 1.0}', "iteration": 1, "batch": 1}
+    assert import_tasks(client, project, [data]) == 1
+    (task,) = list(iter_tasks(client, project))
+    return project, task.id
+
+
+def _wait_for_annotation(cfg, task_id: int, timeout_s: float = 30.0) -> dict:
+    """The submitted annotation as the server stored it (the editor's POST may land after the click returns)."""
+    from alignline.annotation import connect
+    from alignline.flows.context import RunContext
+
+    ctx = RunContext(cfg)
+    client = connect(ctx.label_studio_url, ctx.label_studio_token())
+    deadline = time.monotonic() + timeout_s
+    while True:
+        task = client.tasks.get(id=task_id)
+        annotations = [a if isinstance(a, dict) else a.model_dump() for a in (task.annotations or [])]
+        if annotations:
+            return annotations[0]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no annotation on task {task_id} {timeout_s:.0f} s after Submit")
+        time.sleep(0.5)
+
+
+def choice(page, label: str):
+    """The radio button of one choice, by its visible label (the editor appends the hotkey hint, e.g. "[2]")."""
+    return page.get_by_role("radio", name=re.compile(rf"^{re.escape(label)}(\[\w+\])?$"))
+
+
+def label_in_browser(url: str, email: str, password: str, project: int, task: int, shots: Path) -> None:
+    """Log in through the login page, open the task in the labeling editor, choose B / Slightly better, submit."""
+    from alignline.annotation.labeling import MARGIN_CHOICES, PREFERRED_CHOICES
+
+    preferred = next(k for k, v in PREFERRED_CHOICES.items() if v == "b")            # "Response B"
+    margin = next(k for k, v in MARGIN_CHOICES.items() if v == "slightly_better")     # "Slightly better"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(UI_TIMEOUT_MS)
+        try:
+            page.goto(f"{url}/user/login/")
+            page.locator("input[name=email]").fill(email)
+            page.locator("input[name=password]").fill(password)
+            page.locator("form button[type=submit], form input[type=submit]").first.click()
+            page.wait_for_url(lambda u: "/user/login" not in u)
+
+            page.goto(f"{url}/projects/{project}/data?task={task}")
+            # The editor shows the pair; the choices are the labels from the XML (labeling.py names them).
+            page.get_by_text(ANSWER_B).first.wait_for()
+            choice(page, preferred).check()
+            choice(page, margin).check()
+            submitted = lambda r: r.request.method == "POST" and f"/api/tasks/{task}/annotations" in r.url  # noqa: E731
+            with page.expect_response(submitted) as response:
+                page.get_by_role("button", name="Submit current annotation").click()
+            assert response.value.status == 201, response.value.text()
+        except Exception:
+            page.screenshot(path=str(shots / "label-studio-failure.png"), full_page=True)
+            (shots / "label-studio-failure.html").write_text(page.content())
+            raise
+        finally:
+            browser.close()
+
+
+def test_a_person_in_the_browser_labels_a_pair_and_the_harvest_sees_it(browser_cfg, tmp_path):
+    from alignline.flows.context import RunContext
+    from alignline.flows.harvest import run_harvest
+    from alignline.infra.paths import read_secret
+    from alignline.storage import Catalog
+
+    cfg = browser_cfg
+    admin = read_secret(cfg.home, "label-studio")
+    project, task = _one_pair_task(cfg)
+
+    label_in_browser(RunContext(cfg).label_studio_url, admin["username"], admin["password"], project, task, tmp_path)
+
+    stored = _wait_for_annotation(cfg, task)
+    assert not stored["was_cancelled"]
+    out = run_harvest(cfg)
+    assert out["helpfulness"]["new_annotations"] == 1 and out["helpfulness"]["new_comparisons"] == 1, out
+    (row,) = Catalog(cfg.home / "lake").read("comparisons-helpfulness").to_pylist()
+    assert row["chosen"] == ANSWER_B and row["rejected"] == ANSWER_A
+    assert row["margin_level"] == "slightly_better"
+    assert row["annotator"] == admin["username"]  # the admin's email: the person logged in, not a bot
+    assert row["task_id"] == task and row["annotation_id"] == stored["id"]
+    assert row["chosen_policy"] == "policy/2" and row["rejected_policy"] == "policy/1"
+    assert row["lead_time_s"] > 0  # the editor timed the person
