@@ -28,6 +28,11 @@ def use_servers(cfg: RunConfig) -> bool:
 
     up = {s.name: s.healthy for s in status(cfg)}
     if up.get("prefect"):
+        # Prefect reads its settings when first imported: flows imported before this line
+        # would talk to an ephemeral API instead of the server engineers watch.
+        if "prefect" in sys.modules and not os.environ.get("PREFECT_API_URL"):
+            print("alignline: warning: prefect was imported before its server was chosen; "
+                  "flow runs may go to an ephemeral API", file=sys.stderr)
         os.environ.update(prefect_env(cfg))
     return all(up.values())
 
@@ -186,6 +191,13 @@ def cmd_promote(cfg: RunConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_checkpoint(cfg: RunConfig, args: argparse.Namespace) -> int:
+    from alignline.flows.checkpoint import run_convert
+
+    print_result(run_convert(cfg, args.name, dest=args.dest))
+    return 0
+
+
 def cmd_demo(cfg: RunConfig, args: argparse.Namespace) -> int:
     from alignline.flows.demo import run_demo
 
@@ -209,6 +221,7 @@ COMMANDS: dict[str, tuple[str, Callable[[RunConfig, argparse.Namespace], int]]] 
     "evaluate": ("evaluate a policy version against the champion; report and model card to MLflow", cmd_evaluate),
     "iterate": ("one RLHF version end to end: collect, annotate, harvest, RMs, RLHF, evaluate (resumable)", cmd_iterate),
     "promote": ("move the `champion` alias after the gates pass (or with a recorded --override)", cmd_promote),
+    "checkpoint": ("convert a packaged real checkpoint (smollm2-135m) into a local HF folder for model.checkpoint", cmd_checkpoint),
     "demo": ("the whole line on the built-in data: servers, corpus, base model, SFT, ... and where to look", cmd_demo),
 }
 
@@ -251,6 +264,9 @@ def _stage_args(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--reviewer", required=True, help="who promotes (recorded)")
         p.add_argument("--reason", required=True, help="why (recorded)")
         p.add_argument("--override", action="store_true", help="promote although a gate fails (recorded)")
+    elif name == "checkpoint":
+        p.add_argument("name", choices=["smollm2-135m"], help="packaged checkpoint (extra: alignline[smollm2])")
+        p.add_argument("--dest", help="output folder (default <home>/checkpoints/NAME)")
     elif name == "sft":
         p.add_argument("--data", metavar="PATH.jsonl|DATASET[@VERSION]",
                        help="demonstrations (default: the built-in stdlib Q&A + safety set)")

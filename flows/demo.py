@@ -59,7 +59,6 @@ def _stages(cfg: RunConfig) -> list[tuple[str, Callable[[dict], dict[str, Any]]]
 
 def run_demo(cfg: RunConfig) -> int:
     from alignline.flows.cli import require_servers
-    from alignline.flows.iteration import Ledger
     from alignline.infra import up
 
     timings: list[tuple[str, float, str]] = []
@@ -67,7 +66,9 @@ def run_demo(cfg: RunConfig) -> int:
     console.rule("[bold]alignline demo: servers")
     up(cfg, say=lambda msg: console.log(msg))
     timings.append(("servers up", time.monotonic() - started, "ran"))
-    require_servers(cfg)  # also points Prefect at the server
+    require_servers(cfg)  # points Prefect at the server: before anything imports prefect
+    from alignline.flows.iteration import Ledger
+
     stages = _stages(cfg)
     ledger = Ledger(cfg.home, "demo", tuple(name for name, _ in stages))
     for name, stage in stages:
