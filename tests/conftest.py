@@ -8,6 +8,7 @@ move it.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -47,14 +48,23 @@ def servers() -> RunConfig:
     down(cfg, say=lambda msg: print(f"[servers] {msg}"))
 
 
-@pytest.fixture(scope="session")
-def prefect_server(servers):
-    """Prefect settings that point flows at the session's real Prefect server."""
+@contextlib.contextmanager
+def real_prefect(cfg: RunConfig):
+    """Point Prefect at the real server of `cfg` for the duration of the block."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from alignline.infra import prefect_env
 
-    with temporary_settings({PREFECT_API_URL: prefect_env(servers)["PREFECT_API_URL"]}):
+    with temporary_settings({PREFECT_API_URL: prefect_env(cfg)["PREFECT_API_URL"]}):
+        yield cfg
+
+
+@pytest.fixture()
+def prefect_server(servers):
+    """The session's servers, with flows pointed at the real Prefect server for this test.
+
+    Per test (not per session), so it nests correctly with a module's `prefect_test_harness`."""
+    with real_prefect(servers):
         yield servers
 
 

@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "storage" / "corpus"))
 from corpus_texts import prose  # noqa: E402
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def prefect_engine():
     with prefect_test_harness():
         yield

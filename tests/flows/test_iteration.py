@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from alignline.config import load_config
-from tests.conftest import TEST_SERVER_OVERRIDES
+from tests.conftest import TEST_SERVER_OVERRIDES, real_prefect
 
 pytestmark = pytest.mark.integration
 
@@ -33,10 +33,10 @@ TINY = [
 
 
 @pytest.fixture(scope="module")
-def line(prefect_server, tmp_path_factory):
+def line(servers, tmp_path_factory):
     """A data dir of its own on the session's servers: SFT policy registered, ready to iterate."""
     home = tmp_path_factory.mktemp("iteration-home")
-    shutil.copytree(prefect_server.home / "secrets", home / "secrets")
+    shutil.copytree(servers.home / "secrets", home / "secrets")
     tag = uuid.uuid4().hex[:6]
     cfg = load_config(overrides=[*TEST_SERVER_OVERRIDES, *TINY, f"annotation.helpfulness_project='it-{tag} helpfulness'",
                                  f"annotation.safety_project='it-{tag} safety'"], home=home)
@@ -44,9 +44,10 @@ def line(prefect_server, tmp_path_factory):
     from alignline.flows.pretrain import run_pretrain
     from alignline.flows.sft import run_sft
 
-    run_corpus(cfg)
-    run_pretrain(cfg)
-    run_sft(cfg)
+    with real_prefect(cfg):
+        run_corpus(cfg)
+        run_pretrain(cfg)
+        run_sft(cfg)
     return cfg
 
 
@@ -64,7 +65,7 @@ def _tasks(cfg):
     return out
 
 
-def test_iteration_resumes_after_a_crash_in_reward_training(line, monkeypatch):
+def test_iteration_resumes_after_a_crash_in_reward_training(line, prefect_server, monkeypatch):
     import alignline.flows.reward as reward_flow
     from alignline.flows.iteration import Ledger, run_iterate
 
@@ -98,7 +99,7 @@ def test_iteration_resumes_after_a_crash_in_reward_training(line, monkeypatch):
     assert info.tags["lineage.parents"]
 
 
-def test_promotion_gates_refuse_then_override_is_recorded(line):
+def test_promotion_gates_refuse_then_override_is_recorded(line, prefect_server):
     from alignline.flows.context import RunContext
     from alignline.flows.promote import PromotionRefused, run_promote
 
@@ -115,7 +116,7 @@ def test_promotion_gates_refuse_then_override_is_recorded(line):
     assert registry.promotion_history("policy")[-1]["reason"] == "ship it for the demo"
 
 
-def test_next_iteration_samples_from_the_new_champion(line):
+def test_next_iteration_samples_from_the_new_champion(line, prefect_server):
     from alignline.flows.collect import run_collect
     from alignline.flows.context import RunContext
 
@@ -123,3 +124,15 @@ def test_next_iteration_samples_from_the_new_champion(line):
     run_collect(line, iteration=2, batch=2)
     second = [t for t in _tasks(line) if t.data.get("iteration") == 2]
     assert second and all(t.data["policy_a"] == champion and t.data["policy_b"] == champion for t in second)
+
+
+def test_iteration_runs_are_recorded_by_the_real_prefect_server(line, prefect_server):
+    """Engineers watch iterations in the Prefect UI: the flow runs must land on the server, not an ephemeral API."""
+    import requests
+
+    api = f"{line.servers.url(line.servers.prefect_port)}/api/flow_runs/filter"
+    runs = requests.post(api, json={"flow_runs": {"name": {"like_": ""}}, "limit": 200}, timeout=10).json()
+    flows = requests.post(f"{line.servers.url(line.servers.prefect_port)}/api/flows/filter", json={}, timeout=10).json()
+    names = {f["id"]: f["name"] for f in flows}
+    ran = {names.get(r["flow_id"]) for r in runs if r["state"]["type"] == "COMPLETED"}
+    assert {"iteration", "collect", "harvest", "reward", "rlhf", "evaluate"} <= ran
