@@ -54,6 +54,17 @@ class RunContext:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def launch_options(self, section, name: str):
+        """How a recipe runs, from its config section (use_ray, num_workers, use_gpu, cpus_per_worker,
+        max_failures): attached to this data dir's Ray head when `use_ray`, else in this process."""
+        from alignline.services.training import LaunchOptions
+
+        if section.use_ray:
+            self.init_ray()
+        return LaunchOptions(use_ray=section.use_ray, num_workers=section.num_workers, use_gpu=section.use_gpu,
+                             cpus_per_worker=section.cpus_per_worker, storage_path=str(self.work_dir("ray")),
+                             name=name, max_failures=getattr(section, "max_failures", 0))
+
     def init_ray(self) -> None:
         """Attach to this data dir's Ray head node (started by `alignline up`)."""
         from alignline.infra.servers import RAY_CLIENT_ENV

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import numpy as np
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 

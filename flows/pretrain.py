@@ -18,7 +18,7 @@ from alignline.config import RunConfig
 from alignline.flows.context import RunContext
 from alignline.services.models import load_tokenizer, train_bpe_tokenizer
 from alignline.services.registry import Lineage, Registry
-from alignline.services.training import LaunchOptions, PretrainJob, end_run, pack_documents, start_run, train_pretrain
+from alignline.services.training import PretrainJob, end_run, pack_documents, start_run, train_pretrain
 
 TOKENIZER_DATASET = "tokenizer"
 
@@ -54,13 +54,7 @@ def pack_corpus(texts: list[str], tokenizer_dir: str, seq_len: int, work: Path) 
 
 @task(cache_policy=NO_CACHE)
 def train_base(ctx: RunContext, job: PretrainJob, ray_name: str) -> dict:
-    cfg = ctx.cfg.pretrain
-    if cfg.use_ray:
-        ctx.init_ray()
-    opts = LaunchOptions(use_ray=cfg.use_ray, num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
-                         cpus_per_worker=cfg.cpus_per_worker, storage_path=str(ctx.work_dir("ray")), name=ray_name,
-                         max_failures=cfg.max_failures)
-    return train_pretrain(job, opts)
+    return train_pretrain(job, ctx.launch_options(ctx.cfg.pretrain, ray_name))
 
 
 @task(cache_policy=NO_CACHE)

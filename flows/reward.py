@@ -22,7 +22,7 @@ from alignline.services.evaluation import evaluate_reward_models, write_reward_r
 from alignline.services.models import load_tokenizer, registered_folder
 from alignline.services.registry import Lineage, Registry
 from alignline.services.rewards import Comparison, RewardScorer, comparison_rows
-from alignline.services.training import (LaunchOptions, RewardJob, encode_pairs, end_run, mix_helpfulness, mix_safety,
+from alignline.services.training import (RewardJob, encode_pairs, end_run, mix_helpfulness, mix_safety,
                                          split_heldout, start_run, train_reward, write_pairs)
 
 HELPFULNESS_DATASET = "comparisons-helpfulness"
@@ -78,13 +78,7 @@ def mix_and_encode(ctx: RunContext, rm: str, train: list[Comparison], policy_dir
 
 @task(cache_policy=NO_CACHE)
 def train_rm(ctx: RunContext, job: RewardJob, ray_name: str) -> dict:
-    cfg = ctx.cfg.reward
-    if cfg.use_ray:
-        ctx.init_ray()
-    opts = LaunchOptions(use_ray=cfg.use_ray, num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
-                         cpus_per_worker=cfg.cpus_per_worker, storage_path=str(ctx.work_dir("ray")), name=ray_name,
-                         max_failures=cfg.max_failures)
-    return train_reward(job, opts)
+    return train_reward(job, ctx.launch_options(ctx.cfg.reward, ray_name))
 
 
 @task(cache_policy=NO_CACHE)

@@ -28,7 +28,7 @@ from alignline.services.data import default_sft_table
 from alignline.services.generation import RolloutPool, SamplingParams
 from alignline.services.models import load_tokenizer, registered_folder
 from alignline.services.registry import Lineage, Registry
-from alignline.services.training import (LaunchOptions, PPOJob, PromptSet, RewardModelFolders, SFTJob,
+from alignline.services.training import (PPOJob, PromptSet, RewardModelFolders, SFTJob,
                                          context_distillation_samples, encode_sft_rows, end_run,
                                          gatt_training_dialogues, ghost_attention_dialogues, instruction_adherence,
                                          ppo_launch_options, rejection_sampling_round, sample_gatt_answers,
@@ -78,12 +78,7 @@ def finetune(ctx: RunContext, dialogues: list, model_dir: str, work: Path, train
     rows = encode_sft_rows(load_tokenizer(model_dir), dialogues, ctx.cfg.sft.seq_len, train_on)
     job = SFTJob(ctx.cfg.sft, model_dir, write_sft_rows(rows, work / "rows.npz"), str(work / "model"),
                  str(work / "checkpoints"), tracking_uri=uri, run_id=run_id)
-    sft = ctx.cfg.sft
-    if sft.use_ray:
-        ctx.init_ray()
-    return train_sft(job, LaunchOptions(use_ray=sft.use_ray, num_workers=sft.num_workers, use_gpu=sft.use_gpu,
-                                        cpus_per_worker=sft.cpus_per_worker, storage_path=str(ctx.work_dir("ray")),
-                                        name=f"rlhf-sft-{work.parent.name}-{work.name}"))
+    return train_sft(job, ctx.launch_options(ctx.cfg.sft, f"rlhf-sft-{work.parent.name}-{work.name}"))
 
 
 def rollout_pool(ctx: RunContext, model_dir: str) -> RolloutPool:

@@ -20,7 +20,7 @@ from alignline.services.data import (default_sft_metadata, default_sft_table, di
                                      table_dialogues)
 from alignline.services.models import load_tokenizer, registered_folder
 from alignline.services.registry import Lineage, Registry
-from alignline.services.training import LaunchOptions, SFTJob, encode_sft_rows, end_run, start_run, train_sft, write_sft_rows
+from alignline.services.training import SFTJob, encode_sft_rows, end_run, start_run, train_sft, write_sft_rows
 
 DEFAULT_DATASET = "sft-default"
 JSONL_DATASET = "sft"
@@ -58,13 +58,7 @@ def encode_rows(ctx: RunContext, dataset_ref: str, model_dir: str, work: Path) -
 
 @task(cache_policy=NO_CACHE)
 def train_policy(ctx: RunContext, job: SFTJob, ray_name: str) -> dict:
-    cfg = ctx.cfg.sft
-    if cfg.use_ray:
-        ctx.init_ray()
-    opts = LaunchOptions(use_ray=cfg.use_ray, num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
-                         cpus_per_worker=cfg.cpus_per_worker, storage_path=str(ctx.work_dir("ray")), name=ray_name,
-                         max_failures=cfg.max_failures)
-    return train_sft(job, opts)
+    return train_sft(job, ctx.launch_options(ctx.cfg.sft, ray_name))
 
 
 @task(cache_policy=NO_CACHE)

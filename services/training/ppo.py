@@ -29,7 +29,6 @@ from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from alignline.config.rlhf import RLHFConfig
 from alignline.services.generation.rollouts import Rollout, sample_rollouts
