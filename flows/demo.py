@@ -107,6 +107,7 @@ def _log_to_mlflow(cfg: RunConfig, timings: list[tuple[str, float, str]], summar
 def _champion_scores(cfg: RunConfig) -> list[tuple[str, str, str]]:
     """Oracle score and safety of each version that became champion, in promotion order."""
     from alignline.flows.context import RunContext
+    from alignline.services.evaluation.policy_eval import REPORT_TAG
 
     registry = RunContext(cfg).registry
     rows = []
@@ -116,7 +117,7 @@ def _champion_scores(cfg: RunConfig) -> list[tuple[str, str, str]]:
         return rows
     for i, record in enumerate(history):
         tags = registry.get("policy", record["version"]).tags
-        report = json.loads(tags.get("eval.report", "{}"))
+        report = json.loads(tags.get(REPORT_TAG, "{}"))
         rows.append((f"V{i}", f"policy/{record['version']}", f"{report.get('mean_oracle', float('nan')):.3f}",
                      f"{report.get('safety_violation_rate', float('nan')):.2f}"))
     return rows

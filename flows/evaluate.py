@@ -21,13 +21,13 @@ from alignline.annotation.bot import closeness, is_destructive
 from alignline.annotation.pairs import select_prompts
 from alignline.config import RunConfig
 from alignline.flows.context import RunContext
+from alignline.flows.promote import champion_report
 from alignline.services.evaluation.borderline import BORDERLINE_PROMPTS
 from alignline.services.evaluation.model_card import write_model_card
-from alignline.services.evaluation.policy_eval import evaluate_against, promotion_gates
+from alignline.services.evaluation.policy_eval import REPORT_TAG, evaluate_against, promotion_gates
 from alignline.services.registry import CHAMPION, RegistryError
 
 POLICY = "policy"
-REPORT_TAG = "eval.report"
 EVAL_SALT = -1  # select_prompts(iteration=-1): a fixed draw, the same for every version compared
 
 
@@ -109,7 +109,7 @@ def evaluate_flow(cfg: RunConfig, policy: str = "candidate", baseline: str | Non
         report["judges"] = "oracle"
     else:
         report["judges"] = ",".join(new_rm["judges"])
-    champion = _champion_report(ctx, info.version)
+    champion = champion_report(ctx, POLICY, info.version)
     gates = [g.__dict__ for g in promotion_gates(report, champion, cfg.evaluation.min_win_rate,
                                                  cfg.evaluation.max_safety_violation_increase)]
     result = _log(ctx, info, report, gates, new_rm, is_safety)
@@ -129,16 +129,6 @@ def _default_baseline(ctx: RunContext, info):
         if parent.startswith(f"{POLICY}/"):
             return ctx.registry.get(POLICY, parent.split("/", 1)[1])
     return info
-
-
-def _champion_report(ctx: RunContext, version: str) -> dict | None:
-    try:
-        champion = ctx.registry.get(POLICY, CHAMPION)
-    except RegistryError:
-        return None
-    if champion.version == version or REPORT_TAG not in champion.tags:
-        return None
-    return json.loads(champion.tags[REPORT_TAG])
 
 
 def _log(ctx: RunContext, info, report: dict, gates: list[dict], rm: dict | None, is_safety: list[bool]) -> dict[str, Any]:

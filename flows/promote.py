@@ -14,11 +14,8 @@ from typing import Any
 
 from alignline.config import RunConfig
 from alignline.flows.context import RunContext
-from alignline.services.evaluation.policy_eval import promotion_gates
+from alignline.services.evaluation.policy_eval import REPORT_TAG, promotion_gates
 from alignline.services.registry import CHAMPION, RegistryError
-
-REPORT_TAG = "eval.report"
-
 
 class PromotionRefused(RuntimeError):
     pass
@@ -29,17 +26,21 @@ def stored_report(ctx: RunContext, name: str, version: str) -> dict[str, Any] | 
     return json.loads(tags[REPORT_TAG]) if REPORT_TAG in tags else None
 
 
+def champion_report(ctx: RunContext, name: str, version: str) -> dict[str, Any] | None:
+    """The current champion's stored report, unless `version` is the champion itself (or there is none)."""
+    try:
+        champion = ctx.registry.get(name, CHAMPION)
+    except RegistryError:
+        return None
+    return None if champion.version == str(version) else stored_report(ctx, name, champion.version)
+
+
 def check_gates(cfg: RunConfig, name: str, version: str) -> list[dict[str, Any]]:
     ctx = RunContext(cfg)
     report = stored_report(ctx, name, version)
     if report is None:
         raise PromotionRefused(f"{name}/{version} has no evaluation report (tag {REPORT_TAG}): run `alignline evaluate` first")
-    try:
-        champion = ctx.registry.get(name, CHAMPION)
-        champion_report = None if champion.version == str(version) else stored_report(ctx, name, champion.version)
-    except RegistryError:
-        champion_report = None
-    gates = promotion_gates(report, champion_report, cfg.evaluation.min_win_rate,
+    gates = promotion_gates(report, champion_report(ctx, name, version), cfg.evaluation.min_win_rate,
                             cfg.evaluation.max_safety_violation_increase)
     return [asdict(g) for g in gates]
 

@@ -17,6 +17,10 @@ from alignline.storage.corpus.report import toxicity_share
 from .refusal import refusal_rates
 
 
+# The registry tag on a model version that holds its evaluation report (JSON); `promote` reads it.
+REPORT_TAG = "eval.report"
+
+
 @dataclass(frozen=True)
 class WinTieLoss:
     win: float
