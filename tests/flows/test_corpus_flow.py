@@ -1,14 +1,18 @@
 import json
+import os
 import random
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from prefect.testing.utilities import prefect_test_harness
 
 from alignline.config import load_config
 from alignline.storage import Catalog
 from alignline.storage import corpus as storage_corpus
+from tests.conftest import TEST_SERVER_OVERRIDES
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "storage" / "corpus"))
 from corpus_texts import prose  # noqa: E402
@@ -122,3 +126,57 @@ def test_killed_mid_dedup_resumes_with_the_same_result(tmp_path, monkeypatch):
     for name in ("corpus", "corpus-dropped", "corpus-rejects", "corpus-raw"):
         assert resumed[name].split("@")[1] == uninterrupted[name].split("@")[1]
     assert len(Catalog(tmp_path / "home" / "lake").versions("corpus")) == 1
+
+
+def _band_ray_tasks(cfg) -> list:
+    """Ray tasks of this driver's job that ran `minhash.band_candidates` (the state API, via the dashboard)."""
+    import ray
+    from ray.util.state import list_tasks
+
+    return list_tasks(address=cfg.servers.url(cfg.servers.ray_dashboard_port), limit=10_000, raise_on_missing_output=False,
+                      filters=[("job_id", "=", ray.get_runtime_context().get_job_id()), ("name", "=", "band_candidates")])
+
+
+@pytest.mark.integration
+@pytest.mark.filterwarnings("ignore")
+def test_band_partitions_as_ray_tasks_publish_the_in_process_corpus(tmp_path, ray_cluster):
+    """corpus.dedup_use_ray: each band partition runs as a Ray task on the session's Ray head (one
+    finished `band_candidates` task per partition, in a worker process, not this one), and the run
+    publishes exactly what the in-process run publishes: same candidates per partition, same corpus
+    (ids, text, cluster ids), same near-duplicate drops."""
+    from alignline.flows.corpus import run_corpus
+
+    source, _ = write_source(tmp_path)
+    partitions = ["corpus.dedup_band_tasks=3"]  # 20 bands -> 3 partitions, 3 Ray tasks
+    local = run_corpus(config(tmp_path / "local", *partitions), [str(source)])
+    ray_cfg = config(tmp_path / "ray", *TEST_SERVER_OVERRIDES, *partitions, "corpus.dedup_use_ray=true")
+    before = {t.task_id for t in _band_ray_tasks(ray_cfg)}
+    on_ray = run_corpus(ray_cfg, [str(source)])
+
+    # Task events reach the GCS asynchronously (~1 s): wait for all three, or fail.
+    deadline = time.monotonic() + 60
+    while True:
+        new = [t for t in _band_ray_tasks(ray_cfg) if t.task_id not in before]
+        if (len(new) >= 3 and all(t.state == "FINISHED" for t in new)) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert sorted(t.state for t in new) == ["FINISHED"] * 3, new
+    assert all(t.worker_pid and t.worker_pid != os.getpid() for t in new), new
+
+    # Same candidate pairs per partition, then byte-identical published datasets.
+    local_bands = sorted((tmp_path / "local" / "work" / "corpus").glob("bands-*.npy"))
+    ray_bands = sorted((tmp_path / "ray" / "work" / "corpus").glob("bands-*.npy"))
+    assert [p.name for p in ray_bands] == [p.name for p in local_bands] and len(local_bands) == 3
+    for a, b in zip(local_bands, ray_bands):
+        np.testing.assert_array_equal(np.load(a), np.load(b))
+    assert sum(len(np.load(p)) for p in ray_bands) > 0  # the near duplicate is a candidate somewhere
+    for name in ("corpus", "corpus-dropped", "corpus-rejects", "corpus-raw"):
+        assert on_ray[name].split("@")[1] == local[name].split("@")[1], name
+    lakes = Catalog(tmp_path / "local" / "lake"), Catalog(tmp_path / "ray" / "lake")
+    local_corpus, ray_corpus = (lake.read("corpus").to_pylist() for lake in lakes)
+    assert [(r["id"], r["cluster_id"]) for r in ray_corpus] == [(r["id"], r["cluster_id"]) for r in local_corpus]
+    assert {r["id"]: r["cluster_id"] for r in ray_corpus}["doc1"] == "doc1"
+    local_dropped, ray_dropped = (lake.read("corpus-dropped").to_pylist() for lake in lakes)
+    assert ray_dropped == local_dropped
+    assert {(r["id"], r["reason"]) for r in ray_dropped if r["reason"] == "near_duplicate"} == {("dup-near", "near_duplicate")}
+    assert on_ray["dropped_by_reason"] == local["dropped_by_reason"]
