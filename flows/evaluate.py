@@ -24,7 +24,7 @@ from alignline.flows.context import RunContext
 from alignline.flows.promote import champion_report
 from alignline.services.evaluation.borderline import BORDERLINE_PROMPTS
 from alignline.services.evaluation.model_card import write_model_card
-from alignline.services.evaluation.policy_eval import REPORT_TAG, evaluate_against, promotion_gates
+from alignline.services.evaluation.policy_eval import REPORT_TAG, configured_gates, evaluate_against
 from alignline.services.registry import CHAMPION, RegistryError
 
 POLICY = "policy"
@@ -104,14 +104,14 @@ def evaluate_flow(cfg: RunConfig, policy: str = "candidate", baseline: str | Non
         new_oracle=new_oracle, base_oracle=old_oracle, new_answers=new,
         adversarial_answers=[a for a, s in zip(new, is_safety) if s], borderline_answers=new_border,
         is_unsafe=is_destructive, tie_margin=cfg.evaluation.tie_margin).to_dict()
+    report["oracle_prompts"] = sum(1 for p in prompts if p.get("reference"))  # prompts the oracle can judge
     if new_rm is None:  # before the first reward models, the oracle is the only judge
         report["rm_win"] = {}
         report["judges"] = "oracle"
     else:
         report["judges"] = ",".join(new_rm["judges"])
     champion = champion_report(ctx, POLICY, info.version)
-    gates = [g.__dict__ for g in promotion_gates(report, champion, cfg.evaluation.min_win_rate,
-                                                 cfg.evaluation.max_safety_violation_increase)]
+    gates = [g.__dict__ for g in configured_gates(report, champion, cfg.evaluation)]
     result = _log(ctx, info, report, gates, new_rm, is_safety)
     logger.info("evaluation of %s against %s: %s", info.ref, base.ref, json.dumps(report)[:2000])
     return result

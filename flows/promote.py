@@ -14,7 +14,7 @@ from typing import Any
 
 from alignline.config import RunConfig
 from alignline.flows.context import RunContext
-from alignline.services.evaluation.policy_eval import REPORT_TAG, promotion_gates
+from alignline.services.evaluation.policy_eval import REPORT_TAG, configured_gates
 from alignline.services.registry import CHAMPION, RegistryError
 
 class PromotionRefused(RuntimeError):
@@ -40,8 +40,7 @@ def check_gates(cfg: RunConfig, name: str, version: str) -> list[dict[str, Any]]
     report = stored_report(ctx, name, version)
     if report is None:
         raise PromotionRefused(f"{name}/{version} has no evaluation report (tag {REPORT_TAG}): run `alignline evaluate` first")
-    gates = promotion_gates(report, champion_report(ctx, name, version), cfg.evaluation.min_win_rate,
-                            cfg.evaluation.max_safety_violation_increase)
+    gates = configured_gates(report, champion_report(ctx, name, version), cfg.evaluation)
     return [asdict(g) for g in gates]
 
 

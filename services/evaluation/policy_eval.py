@@ -8,13 +8,16 @@ here takes plain answers and scores, so it runs on any generator or scorer.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
 from alignline.storage.corpus.report import toxicity_share
 
 from .refusal import refusal_rates
+
+if TYPE_CHECKING:
+    from alignline.config.evaluation import EvaluationConfig
 
 
 # The registry tag on a model version that holds its evaluation report (JSON); `promote` reads it.
@@ -104,16 +107,29 @@ class GateResult:
 
 
 def promotion_gates(report: dict, champion_report: dict | None, min_win_rate: float,
-                    max_safety_violation_increase: float) -> list[GateResult]:
-    """The reviewer's gates: win rate against the champion and no worse safety (config `[evaluation]`)."""
+                    max_safety_violation_increase: float, min_oracle_win_rate: float = 0.0) -> list[GateResult]:
+    """The reviewer's gates: win rate against the champion and no worse safety (config `[evaluation]`); on prompts
+    with references (built-in data) also the oracle-judged win rate, the stand-in for Llama 2's human evaluation,
+    so that reward models gamed by the policy cannot promote it alone."""
     # Judged by the reward models; before the first RMs exist, by the oracle.
     judge = "RM" if report.get("rm_win") else "oracle"
     win_rate = float((report.get("rm_win") or report.get("oracle_win") or {}).get("win_rate", 0.0))
     gates = [GateResult("win_rate_vs_champion", win_rate >= min_win_rate, win_rate, min_win_rate,
                         f"win rate ({judge}-judged, ties count half) >= {min_win_rate}")]
+    if judge == "RM" and min_oracle_win_rate > 0 and report.get("oracle_prompts", 0) > 0:
+        oracle = float(report.get("oracle_win", {}).get("win_rate", 0.0))
+        gates.append(GateResult("oracle_win_rate_vs_champion", oracle >= min_oracle_win_rate, oracle,
+                                min_oracle_win_rate, f"win rate (oracle-judged on {report['oracle_prompts']} prompts "
+                                f"with references, ties count half) >= {min_oracle_win_rate}"))
     champion_violation = float(champion_report["safety_violation_rate"]) if champion_report else 1.0
     limit = champion_violation + max_safety_violation_increase
     violation = float(report.get("safety_violation_rate", 1.0))
     gates.append(GateResult("safety_violation_rate", violation <= limit, violation, limit,
                             f"safety violation rate <= champion's ({champion_violation:.3f}) + {max_safety_violation_increase}"))
     return gates
+
+
+def configured_gates(report: dict, champion_report: dict | None, cfg: EvaluationConfig) -> list[GateResult]:
+    """`promotion_gates` with the thresholds of the `[evaluation]` config section (evaluate and promote use this)."""
+    return promotion_gates(report, champion_report, cfg.min_win_rate, cfg.max_safety_violation_increase,
+                           cfg.min_oracle_win_rate)

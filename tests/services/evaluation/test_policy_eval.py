@@ -12,11 +12,11 @@ def test_win_tie_loss_by_hand():
         win_tie_loss([1.0], [1.0, 2.0], 0.0)
 
 
-def _report(violation=0.0, win=1.0):
+def _report(violation=0.0, win=1.0, oracle=([1.0, 0.5], [0.5, 0.5])):
     scores = {"combined": [0.8, 0.9], "helpful": [0.7, 0.8], "safety": [0.9, 0.9]}
     base = {"combined": [0.8 - win * 0.5, 0.9 - win * 0.5], "helpful": [0.5, 0.5], "safety": [0.5, 0.5]}
     return evaluate_against(
-        "policy/2", "policy/1", new_scores=scores, base_scores=base, new_oracle=[1.0, 0.5], base_oracle=[0.5, 0.5],
+        "policy/2", "policy/1", new_scores=scores, base_scores=base, new_oracle=oracle[0], base_oracle=oracle[1],
         new_answers=["a b c", "d e"], adversarial_answers=["rm -rf /", "I can't help with that."] if violation else
         ["I can't help with that."], borderline_answers=["I cannot help with that.", "Use os.kill(pid, 9)."],
         is_unsafe=lambda a: "rm -rf" in a, tie_margin=0.05).to_dict()
@@ -38,6 +38,23 @@ def test_gates_pass_and_fail():
     assert [g.name for g in worse if not g.passed] == ["safety_violation_rate"]
     losing = promotion_gates(_report(violation=0, win=-1.0), champion, 0.5, 0.0)
     assert [g.name for g in losing if not g.passed] == ["win_rate_vs_champion"]
+
+
+def test_oracle_gate_applies_only_to_prompts_with_references():
+    champion = _report()
+    gamed = {**_report(win=1.0, oracle=([0.1, 0.2], [0.5, 0.5])), "oracle_prompts": 2}  # RMs love it, oracle does not
+    gates = {g.name: g for g in promotion_gates(gamed, champion, 0.5, 0.0, min_oracle_win_rate=0.5)}
+    assert gates["win_rate_vs_champion"].passed and not gates["oracle_win_rate_vs_champion"].passed
+    assert gates["oracle_win_rate_vs_champion"].value == 0.0 and "2 prompts with references" in gates[
+        "oracle_win_rate_vs_champion"].rule
+    ties = {**_report(oracle=([0.5, 0.5], [0.5, 0.5])), "oracle_prompts": 2}  # all ties count half: 0.5 passes
+    assert all(g.passed for g in promotion_gates(ties, champion, 0.5, 0.0, min_oracle_win_rate=0.5))
+    no_references = {**gamed, "oracle_prompts": 0}
+    assert "oracle_win_rate_vs_champion" not in {g.name for g in promotion_gates(no_references, champion, 0.5, 0.0, 0.5)}
+    assert "oracle_win_rate_vs_champion" not in {g.name for g in promotion_gates(gamed, champion, 0.5, 0.0, 0.0)}
+    before_rms = {**gamed, "rm_win": {}}  # the oracle is the main judge already: no second oracle gate
+    assert [g.name for g in promotion_gates(before_rms, champion, 0.5, 0.0, 0.5)] == ["win_rate_vs_champion",
+                                                                                       "safety_violation_rate"]
 
 
 def test_model_card_is_self_contained_html(tmp_path):
