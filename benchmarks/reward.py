@@ -1,13 +1,17 @@
 """Reward-model training throughput and accuracy: this recipe under Ray Train against TRL's RewardTrainer.
 
-One run, same starting model (tiny preset, backbone + the same seeded head), the same token ids for every pair
-(this recipe's encoding, handed to TRL pre-tokenized), the same margins (Table 27 'small'), batch size, LR
-schedule (cosine to 10% after the same warmup) and optimizer settings. Pairs/s counts pairs over the training
-steps only (start-up excluded on both sides). Held-out accuracy of both, by rating level, on the built-in demo's
-comparisons (split by prompt).
+One run, several seeds. Per seed both sides start from the same weights (the policy's backbone + the head this
+recipe draws for the seed) and read the very same batches: the pairs are encoded once by this recipe and handed to
+TRL pre-tokenized (`chosen_ids`/`rejected_ids`/`margin`, Table 27 'small' margins) in the order this recipe draws
+them, with TRL's sampler set to `sequential`. Same batch size, optimizer settings and schedule (cosine to 10% after
+the same warmup; TRL's warmup starts at LR 0). Pairs/s over training steps, with and without each side's first step
+(start-up excluded). Held-out accuracy of both, overall and by rating level pooled over seeds, on the built-in
+demo's comparisons split by prompt.
 
-    .venv/bin/python benchmarks/reward.py --out /tmp/alignline-reward-bench [--stdlib-pairs 240]
-Appends the figures to benchmarks/RESULTS.md (section "reward").
+    PYTHONPATH=/tmp/trl112 .venv/bin/python benchmarks/reward.py [--policy DIR] [--seeds 5] [--stdlib-pairs 600]
+(TRL 1.12 beside the venv: pip install --target /tmp/trl112 --no-deps trl==1.12.0; needs `datasets`.)
+`--policy` takes an HF folder (e.g. the demo's SFT policy, `<home>/work/models/policy/2/model`); without it both
+start from an untrained base of the preset. Appends the figures to benchmarks/RESULTS.md (section "reward").
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import inspect
 import json
 import os
 import platform
+import shutil
 import time
 from pathlib import Path
 
@@ -26,16 +31,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRL_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from alignline.config import load_config  # noqa: E402
 from alignline.services.data import demo_comparisons_table  # noqa: E402
 from alignline.services.evaluation import evaluate_reward_models  # noqa: E402
 from alignline.services.evaluation.reward_eval import LEVEL_TITLES  # noqa: E402
-from alignline.services.models import (RewardModel, build_model, load_model, reward_model_from_policy,  # noqa: E402
-                                       save_model, train_bpe_tokenizer)
+from alignline.services.models import (RewardModel, build_model, load_model, load_tokenizer,  # noqa: E402
+                                       reward_model_from_policy, save_model, train_bpe_tokenizer)
 from alignline.services.rewards import RewardScorer, comparison_rows  # noqa: E402
 from alignline.services.rewards.schema import MARGIN_LEVELS  # noqa: E402
+from alignline.services.training.packing import step_rows  # noqa: E402
 from alignline.services.training import (LaunchOptions, RewardJob, encode_pairs, read_pairs, reward_warmup_steps,  # noqa: E402
                                          split_heldout, total_reward_steps, train_reward, write_pairs)
 
@@ -46,11 +53,30 @@ TOKENIZER_SOURCES = ("json", "os", "re", "collections", "pathlib", "inspect", "a
 def run_ours(rcfg, policy: Path, pairs_path: str, out: Path, workers: int) -> dict:
     job = RewardJob(rcfg, str(policy), pairs_path, str(out / f"rm-w{workers}"), str(out / f"ckpt-w{workers}"))
     opts = LaunchOptions(use_ray=True, num_workers=workers, cpus_per_worker=2.0 / workers,
-                         storage_path=str(out / "ray"), name=f"rm-w{workers}")
+                         storage_path=str(out / "ray"), name=f"rm-w{workers}-s{rcfg.seed}")
     t0 = time.perf_counter()
     result = train_reward(job, opts)
     result["wall_s"] = time.perf_counter() - t0
     return result
+
+
+class StepClock:
+    """Transformers callback: perf_counter at train begin and at each optimizer step's end (TRL's step times)."""
+
+    def __init__(self):
+        from transformers import TrainerCallback
+
+        self.begin, self.ends = 0.0, []
+        outer = self
+
+        class _Callback(TrainerCallback):
+            def on_train_begin(self, args, state, control, **kwargs):
+                outer.begin = time.perf_counter()
+
+            def on_step_end(self, args, state, control, **kwargs):
+                outer.ends.append(time.perf_counter())
+
+        self.callback = _Callback()
 
 
 def run_trl(rcfg, tokenizer, policy: Path, pairs_path: str, out: Path, steps: int) -> tuple[dict, RewardModel]:
@@ -59,9 +85,12 @@ def run_trl(rcfg, tokenizer, policy: Path, pairs_path: str, out: Path, steps: in
     from trl import RewardConfig as TRLConfig, RewardTrainer
 
     pairs = read_pairs(pairs_path)
+    # The very batches our recipe reads for this seed, in its order (TRL's sampler set to sequential below): both
+    # sides see the same pairs in the same batches, so padding widths and the data order match too.
+    order = np.concatenate([step_rows(len(pairs), rcfg.batch_size, step, rcfg.seed) for step in range(steps)])
     records = [{"chosen_ids": pairs.chosen[i, : pairs.chosen_len[i]].tolist(),
                 "rejected_ids": pairs.rejected[i, : pairs.rejected_len[i]].tolist(), "margin": float(pairs.margin[i])}
-               for i in range(len(pairs))]
+               for i in order]
     # The same start as ours: the policy's transformer and the head reward_model_from_policy draws for this seed.
     ours = reward_model_from_policy(load_model(policy), seed=rcfg.seed)
     model = LlamaForSequenceClassification(LlamaConfig(**{**ours.config.to_dict(), "num_labels": 1}))
@@ -75,16 +104,26 @@ def run_trl(rcfg, tokenizer, policy: Path, pairs_path: str, out: Path, steps: in
                      adam_beta1=rcfg.adam_beta1, adam_beta2=rcfg.adam_beta2, adam_epsilon=rcfg.adam_eps,
                      max_grad_norm=rcfg.grad_clip, max_length=rcfg.max_length, bf16=False, fp16=False,
                      gradient_checkpointing=False, report_to=[], logging_steps=1, save_strategy="no",
-                     use_cpu=True, dataloader_num_workers=0, seed=rcfg.seed, center_rewards_coefficient=None)
+                     use_cpu=True, dataloader_num_workers=0, seed=rcfg.seed, center_rewards_coefficient=None,
+                     train_sampling_strategy="sequential")
+    ends = StepClock()
     trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(records),
-                            processing_class=tokenizer)
+                            processing_class=tokenizer, callbacks=[ends.callback])
     t0 = time.perf_counter()
     trainer.train()
     runtime = time.perf_counter() - t0
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     trained = RewardModel(model.model, model.score).eval()
+    step_seconds = [b - a for a, b in zip([ends.begin, *ends.ends], ends.ends)]
     return {"pairs_per_s_mean": steps * rcfg.batch_size / runtime, "train_seconds": runtime, "losses": losses,
-            "step": len(losses)}, trained
+            "step": len(losses), "step_seconds": step_seconds}, trained
+
+
+def steady_pairs_per_s(step_seconds: list[float], batch_size: int, warmup: int = 1) -> float:
+    """Pairs/s over the steps after the first `warmup` ones: the first step carries one-off costs (allocator,
+    oneDNN kernels, and under Ray Train the controller's helper actors starting beside the worker)."""
+    timed = step_seconds[warmup:]
+    return len(timed) * batch_size / sum(timed)
 
 
 def append_results(path: Path, text: str) -> None:
@@ -92,85 +131,148 @@ def append_results(path: Path, text: str) -> None:
     path.write_text(old.rstrip("\n") + "\n\n" + text)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="/tmp/alignline-reward-bench")
-    parser.add_argument("--preset", default="tiny")
-    parser.add_argument("--stdlib-pairs", type=int, default=240)
-    parser.add_argument("--max-length", type=int, default=128)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--results", default=str(Path(__file__).with_name("RESULTS.md")))
-    args = parser.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    cfg = load_config(args.preset)
-    rcfg = dataclasses.replace(cfg.reward, max_length=args.max_length, learning_rate=args.learning_rate,
-                               log_every=1, checkpoint_every=10_000)
+def pooled_levels(tables: list[dict], kind: str) -> dict[str, tuple[int, int]]:
+    """Held-out pairs right and scored, by rating level (and 'avg'), summed over the seeds' tables."""
+    out: dict[str, tuple[int, int]] = {}
+    for table in tables:
+        levels = table["by_kind"].get(kind, {}).get("by_level", {})
+        for level, cell in levels.items():
+            right, n = out.get(level, (0, 0))
+            if cell.get("n"):
+                out[level] = (right + round(cell["accuracy"] * cell["n"]), n + cell["n"])
+    return out
+
+
+def mean_std(xs: list[float]) -> tuple[float, float]:
+    m = sum(xs) / len(xs)
+    return m, (sum((x - m) ** 2 for x in xs) / max(1, len(xs) - 1)) ** 0.5
+
+
+def prepare_policy(args, cfg, out: Path):
+    """-> (policy folder, tokenizer, description). A given folder (e.g. the demo's SFT policy) is used as is."""
+    if args.policy:
+        policy = Path(args.policy).resolve()  # Ray workers run in another directory
+        return policy, load_tokenizer(policy), f"policy `{policy}`"
     texts = [inspect.getsource(importlib.import_module(m)) for m in TOKENIZER_SOURCES]
     tokenizer = train_bpe_tokenizer(texts, cfg.model.vocab_size)
     policy = out / "policy"
     save_model(build_model(cfg.model, tokenizer=tokenizer, seed=0), tokenizer, policy)
+    return policy, tokenizer, f"preset `{args.preset}` untrained base"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="/tmp/alignline-reward-bench")
+    parser.add_argument("--preset", default="tiny")
+    parser.add_argument("--policy", help="HF folder to start both RMs from (default: an untrained base of --preset)")
+    parser.add_argument("--stdlib-pairs", type=int, default=600)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--learning-rate", type=float, help="default: the preset's reward.learning_rate")
+    parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (head init and data order) for both sides")
+    parser.add_argument("--results", default=str(Path(__file__).with_name("RESULTS.md")))
+    args = parser.parse_args()
+    out = Path(args.out)
+    if out.exists():  # a stale checkpoint dir would make "our" run resume instead of train
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    cfg = load_config(args.preset)
+    rcfg = dataclasses.replace(cfg.reward, max_length=args.max_length, log_every=1, checkpoint_every=10_000,
+                               learning_rate=args.learning_rate or cfg.reward.learning_rate)
+    policy, tokenizer, policy_desc = prepare_policy(args, cfg, out)
     rows = comparison_rows(demo_comparisons_table(args.stdlib_pairs), "comparisons-demo")
     train, heldout = split_heldout(rows, 0.2, seed=0)
     pairs = encode_pairs(tokenizer, train, rcfg.margin, rcfg.max_length)
     pairs_path = write_pairs(pairs, out / "pairs.npz")
     steps = total_reward_steps(len(pairs), rcfg)
+    seeds = list(range(args.seeds))
 
     import ray
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    try:
-        ours = {w: run_ours(rcfg, policy, pairs_path, out, w) for w in (1, 2)}
+    ours, trl, tables = {}, {}, {"alignline": [], "TRL": []}
+    try:  # seed by seed, ours then TRL, Ray up for both: load drift and Ray's idle daemons hit both sides alike
+        for s in seeds:
+            ours[s] = run_ours(dataclasses.replace(rcfg, seed=s), policy, pairs_path, out / f"seed{s}", 1)
+            trl[s], trl_model = run_trl(dataclasses.replace(rcfg, seed=s), tokenizer, policy, pairs_path,
+                                        out / f"seed{s}", steps)
+            scorers = {"alignline": RewardScorer.from_folder(ours[s]["output_dir"], max_length=rcfg.max_length),
+                       "TRL": RewardScorer(trl_model, tokenizer, max_length=rcfg.max_length)}
+            ev = evaluate_reward_models(scorers, heldout, rcfg.safety_threshold, safety_rm=None)
+            for name in tables:
+                tables[name].append(ev.tables[name])
+            print(f"seed {s}: accuracy alignline {ev.tables['alignline']['overall']:.3f} TRL "
+                  f"{ev.tables['TRL']['overall']:.3f}", flush=True)
+        ours_w2 = run_ours(rcfg, policy, pairs_path, out / "seed0", 2)
     finally:
         ray.shutdown()
-    trl, trl_model = run_trl(rcfg, tokenizer, policy, pairs_path, out, steps)
-    scorers = {"alignline": RewardScorer.from_folder(ours[1]["output_dir"], max_length=rcfg.max_length),
-               "TRL": RewardScorer(trl_model, tokenizer, max_length=rcfg.max_length)}
-    ev = evaluate_reward_models(scorers, heldout, rcfg.safety_threshold, safety_rm=None)
-    figures = {"ours": {w: {k: r[k] for k in ("pairs_per_s_mean", "train_seconds", "wall_s", "step", "losses")}
-                        for w, r in ours.items()}, "trl": trl, "tables": ev.tables, "train_pairs": len(pairs),
-               "heldout_pairs": len(heldout)}
+    keep = ("pairs_per_s_mean", "train_seconds", "wall_s", "step", "losses", "step_seconds")
+    figures = {"ours": {s: {k: r[k] for k in keep} for s, r in ours.items()},
+               "ours_2_workers": {k: ours_w2[k] for k in keep}, "trl": trl, "tables": tables,
+               "train_pairs": len(pairs), "heldout_pairs": len(heldout)}
     (out / "figures.json").write_text(json.dumps(figures, indent=1, default=lambda o: None))
 
     def pct(x):
         return "-" if x is None else f"{100 * x:.1f}"
 
-    def level_row(name, kind):
-        k = ev.tables[name]["by_kind"].get(kind)
-        if k is None:
-            return f"| {name} | {kind} | " + " | ".join("-" for _ in range(6)) + " |"
-        lv = k["by_level"]
-        return (f"| {name} | {kind} | " + " | ".join(f"{pct(lv[x]['accuracy'])} ({lv[x]['n']})" for x in MARGIN_LEVELS)
-                + f" | {pct(lv['avg']['accuracy'])} | {lv['avg']['n']} |")
+    acc = {name: [t["overall"] for t in tables[name]] for name in tables}
+    B = rcfg.batch_size
+    speed = {"alignline": [steady_pairs_per_s(ours[s]["step_seconds"], B) for s in seeds],
+             "TRL": [steady_pairs_per_s(trl[s]["step_seconds"], B) for s in seeds]}
+    speed_all = {"alignline": [ours[s]["pairs_per_s_mean"] for s in seeds], "TRL": [trl[s]["pairs_per_s_mean"] for s in seeds]}
+    wins = sum(a > b for a, b in zip(acc["alignline"], acc["TRL"]))
+    ties = sum(a == b for a, b in zip(acc["alignline"], acc["TRL"]))
+    trl_speed, trl_all = mean_std(speed["TRL"])[0], mean_std(speed_all["TRL"])[0]
 
-    gap = max(abs(a - b) for a, b in zip(ours[1]["losses"], ours[2]["losses"]))
-    same_as_one_worker = f"not scored (losses match 1 worker to {gap:.1e})"
+    def level_row(name, kind):
+        lv = pooled_levels(tables[name], kind)
+        if not lv:
+            return f"| {name} | {kind} | " + " | ".join("-" for _ in range(6)) + " |"
+        cells = [f"{pct(lv[x][0] / lv[x][1])} ({lv[x][1]})" if x in lv else "- (0)" for x in MARGIN_LEVELS]
+        return f"| {name} | {kind} | " + " | ".join(cells) + f" | {pct(lv['avg'][0] / lv['avg'][1])} | {lv['avg'][1]} |"
+
+    gap = max(abs(a - b) for a, b in zip(ours[0]["losses"], ours_w2["losses"]))
     n_params = sum(p.numel() for p in load_model(policy).parameters()) / 1e6
     load = os.getloadavg()
+    m_ours, s_ours = mean_std(speed["alignline"])
     lines = [
         "## reward", "",
-        f"`benchmarks/reward.py`, one run on {platform.machine()} with {os.cpu_count()} CPU cores shared with other "
-        f"engineers' jobs (load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} at the end), torch {torch.__version__}, "
-        f"preset `{args.preset}` ({n_params:.1f}M params, untrained base as the policy), built-in `comparisons-demo` "
-        f"({args.stdlib_pairs} helpfulness + 90 safety pairs), split by prompt: {len(pairs)} train / {len(heldout)} "
-        f"held-out pairs, max length {rcfg.max_length}, batch {rcfg.batch_size}, margin `{rcfg.margin}`, LR "
-        f"{rcfg.learning_rate} cosine to 10% after {reward_warmup_steps(steps, rcfg)} warmup steps, 1 epoch = {steps} steps. "
-        "Both sides get identical token ids and margins (TRL pre-tokenized `chosen_ids`/`rejected_ids`/`margin`) "
-        "and the same initial weights. Pairs/s over training steps only.", "",
-        "| run | pairs/s | train s | vs TRL | held-out accuracy |", "|---|---|---|---|---|",
-        *(f"| alignline RM, Ray Train {w} worker{'s' if w > 1 else ''} (gloo) | {r['pairs_per_s_mean']:.1f} | "
-          f"{r['train_seconds']:.1f} (wall {r['wall_s']:.0f} incl. Ray start) | "
-          f"{r['pairs_per_s_mean'] / trl['pairs_per_s_mean']:.2f}x | "
-          f"{pct(ev.tables['alignline']['overall']) if w == 1 else same_as_one_worker} |"
-          for w, r in ours.items()),
-        f"| TRL RewardTrainer (margin column, fp32) | {trl['pairs_per_s_mean']:.1f} | {trl['train_seconds']:.1f} | 1.00x | "
-        f"{pct(ev.tables['TRL']['overall'])} |", "",
-        "Held-out accuracy by rating level (%, pairs in brackets; layout of Llama 2 Table 8):", "",
+        f"`benchmarks/reward.py --seeds {args.seeds}{' --policy ' + args.policy if args.policy else ''}`, one run on "
+        f"{platform.machine()} with {os.cpu_count()} CPU cores shared with other engineers' jobs (load average "
+        f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} at the end), torch {torch.__version__}, {policy_desc} "
+        f"({n_params:.1f}M params), built-in `comparisons-demo` ({args.stdlib_pairs} helpfulness + 90 safety pairs), "
+        f"split by prompt: {len(pairs)} train / {len(heldout)} held-out pairs, max length {rcfg.max_length}, batch "
+        f"{rcfg.batch_size}, margin `{rcfg.margin}`, LR {rcfg.learning_rate} cosine to 10% after "
+        f"{reward_warmup_steps(steps, rcfg)} warmup steps, 1 epoch = {steps} steps. Both sides get identical token ids "
+        "and margins (TRL pre-tokenized `chosen_ids`/`rejected_ids`/`margin`) and, per seed, the same initial weights "
+        "(backbone + the head drawn for that seed) and the very same batches: TRL reads, with its sampler set to "
+        "`sequential`, the pairs in the order this recipe draws for the seed. Pairs/s over training "
+        "steps only.", "",
+        "| run | pairs/s, steps 2..N (mean ± sd over seeds) | vs TRL | pairs/s, all steps | vs TRL | "
+        "held-out accuracy %, mean ± sd | per seed |",
+        "|---|---|---|---|---|---|---|",
+        f"| alignline RM, Ray Train 1 worker (gloo) | {m_ours:.1f} ± {s_ours:.1f} | {m_ours / trl_speed:.2f}x | "
+        f"{mean_std(speed_all['alignline'])[0]:.1f} | {mean_std(speed_all['alignline'])[0] / trl_all:.2f}x | "
+        f"{pct(mean_std(acc['alignline'])[0])} ± {pct(mean_std(acc['alignline'])[1])} | "
+        f"{', '.join(pct(a) for a in acc['alignline'])} |",
+        f"| alignline RM, Ray Train 2 workers (gloo), seed 0 | {steady_pairs_per_s(ours_w2['step_seconds'], B):.1f} | "
+        f"{steady_pairs_per_s(ours_w2['step_seconds'], B) / trl_speed:.2f}x | {ours_w2['pairs_per_s_mean']:.1f} | "
+        f"{ours_w2['pairs_per_s_mean'] / trl_all:.2f}x | not scored (losses match 1 worker to {gap:.1e}) | |",
+        f"| TRL RewardTrainer (margin column, fp32) | {trl_speed:.1f} ± {mean_std(speed['TRL'])[1]:.1f} | 1.00x | "
+        f"{trl_all:.1f} | 1.00x | {pct(mean_std(acc['TRL'])[0])} ± {pct(mean_std(acc['TRL'])[1])} | "
+        f"{', '.join(pct(a) for a in acc['TRL'])} |",
+        "",
+        "Steps 2..N leave out each side's first step (one-off costs; under Ray Train also the controller's helper "
+        "actors starting beside the worker on this 2-core machine). Wall time with Ray Train start-up, seed 0: "
+        f"{ours[0]['wall_s']:.0f} s for {ours[0]['train_seconds']:.1f} s of training.", "",
+        f"Paired by seed, alignline is more accurate on {wins} of {len(seeds)} seeds, equal on {ties}.", "",
+        f"Held-out accuracy by rating level, pooled over the {len(seeds)} seeds (%, pair-scorings in brackets; layout "
+        "of Llama 2 Table 8):", "",
         "| RM | test set | " + " | ".join(LEVEL_TITLES[x] for x in MARGIN_LEVELS) + " | Avg | pairs |",
         "|---|---|" + "---|" * 6,
         *(level_row(name, kind) for name in ("alignline", "TRL") for kind in ("helpfulness", "safety")), "",
-        f"Losses (first, last): alignline {ours[1]['losses'][0]:.3f} -> {ours[1]['losses'][-1]:.3f}; "
-        f"TRL {trl['losses'][0]:.3f} -> {trl['losses'][-1]:.3f}.", "",
+        "Losses (first, last; seed 0): alignline "
+        f"{ours[0]['losses'][0]:.3f} -> {ours[0]['losses'][-1]:.3f}; TRL {trl[0]['losses'][0]:.3f} -> "
+        f"{trl[0]['losses'][-1]:.3f}.", "",
     ]
     append_results(Path(args.results), "\n".join(lines))
     print("\n".join(lines))

@@ -218,6 +218,7 @@ def reward_loop(job: RewardJob, ctx: WorkerContext) -> dict[str, Any]:
                             "resumed_from_step": start, "max_steps": max_steps, "pairs": len(pairs),
                                "train_pairs": 0, "train_seconds": 0.0}
     losses: list[float] = []
+    step_seconds: list[float] = []
     for step in range(start, max_steps):
         t0 = time.perf_counter()
         batch = step_rows(len(pairs), cfg.batch_size, step, cfg.seed)[ctx.rank::ctx.world_size]
@@ -232,6 +233,7 @@ def reward_loop(job: RewardJob, ctx: WorkerContext) -> dict[str, Any]:
         gap = ctx.all_reduce_sum(gap_sum) / cfg.batch_size
         seconds = time.perf_counter() - t0
         losses.append(loss)
+        step_seconds.append(seconds)
         summary.update(step=step + 1, loss=loss, accuracy=accuracy, lr=lr, pairs_per_s=cfg.batch_size / seconds)
         summary["train_pairs"] += cfg.batch_size
         summary["train_seconds"] += seconds
@@ -246,7 +248,7 @@ def reward_loop(job: RewardJob, ctx: WorkerContext) -> dict[str, Any]:
             job.on_step(step + 1)
     if ctx.is_main:
         save_reward_model(model, tokenizer, job.output_dir)
-    summary.update(output_dir=job.output_dir, losses=losses,
+    summary.update(output_dir=job.output_dir, losses=losses, step_seconds=step_seconds,
                    pairs_per_s_mean=summary["train_pairs"] / max(summary["train_seconds"], 1e-9))
     return summary
 
