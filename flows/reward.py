@@ -5,7 +5,7 @@ CLI the lead wires in flows/cli.py:
                      [--helpfulness DATASET[@VERSION]] [--safety DATASET[@VERSION]] [--tracking-uri URI]
     -> run_reward(cfg, helpfulness=..., safety=..., tracking_uri=...)
 Without dataset flags it uses the latest `comparisons-helpfulness` and `comparisons-safety` that exist, and the
-built-in `comparisons-demo` set when neither does. Both RMs start from `reward.policy_model`@`reward.policy_version`.
+built-in `comparisons-demo` set when neither does (or beside them, as batch 0, with `reward.builtin_batch0`). Both RMs start from `reward.policy_model`@`reward.policy_version`.
 """
 from __future__ import annotations
 
@@ -33,15 +33,16 @@ REWARD_MODELS = ("rm-helpfulness", "rm-safety")
 
 @task(cache_policy=NO_CACHE)
 def comparison_datasets(ctx: RunContext, helpfulness: str | None, safety: str | None) -> list[str]:
-    """Catalog refs of the comparisons: the ones named, else the latest harvested ones, else the built-in demo set."""
+    """Catalog refs of the comparisons: the ones named, else the latest harvested ones (plus the built-in set as batch 0
+    with `reward.builtin_batch0`), else the built-in demo set."""
     named = [ref for ref in (helpfulness, safety) if ref]
     if named:
         return [ctx.catalog.get(*(ref.split("@", 1) if "@" in ref else (ref, "latest"))).ref for ref in named]
-    existing = [name for name in (HELPFULNESS_DATASET, SAFETY_DATASET) if name in ctx.catalog.names()]
-    if existing:
-        return [ctx.catalog.get(name).ref for name in existing]
-    n = ctx.cfg.reward.demo_stdlib_pairs
-    return [ctx.catalog.publish(DEMO_DATASET, demo_comparisons_table(n), metadata=demo_comparisons_metadata(n)).ref]
+    existing = [ctx.catalog.get(name).ref for name in (HELPFULNESS_DATASET, SAFETY_DATASET) if name in ctx.catalog.names()]
+    if existing and not ctx.cfg.reward.builtin_batch0:
+        return existing
+    n = ctx.cfg.reward.demo_stdlib_pairs  # content-addressed: publishing the same set again returns its version
+    return existing + [ctx.catalog.publish(DEMO_DATASET, demo_comparisons_table(n), metadata=demo_comparisons_metadata(n)).ref]
 
 
 @task(cache_policy=NO_CACHE)

@@ -46,8 +46,9 @@ class RewardConfig:
     policy_model: str = setting("policy", "Registered policy both RMs start from.", source="Llama 2 §3.2.2: RMs initialised from the latest chat model")
     policy_version: str = setting("latest", "Version or alias of policy_model; 'latest' is champion, else candidate.")
     demo_stdlib_pairs: int = setting(400, "Helpfulness pairs in the built-in comparisons-demo set (used when no comparisons dataset exists).", ge=1)
+    builtin_batch0: bool = setting(False, "Keep the built-in comparisons-demo set in the RM data as batch 0 beside the harvested batches (built-in data only: its pairs are about the built-in SFT answers). Tiny preset: on.", source="Llama 2 §3.2.2: RMs train on all batches so far, bootstrapped with open-source preference data")
     seed: int = setting(0, "Seed for data order, data mixing, the held-out split and the head init.")
 
 
 _PAPER = {"learning_rate": 1e-5, "batch_size": 512, "max_length": 4096, "use_gpu": True, "micro_batch_size": 8}
-PRESETS: dict[str, dict] = {"llama2-7b": _PAPER, "llama2-13b": _PAPER, "llama2-70b": {**_PAPER, "learning_rate": 5e-6}}
+PRESETS: dict[str, dict] = {"tiny": {"builtin_batch0": True}, "llama2-7b": _PAPER, "llama2-13b": _PAPER, "llama2-70b": {**_PAPER, "learning_rate": 5e-6}}

@@ -58,3 +58,23 @@ def test_reward_flow_registers_both_rms_with_lineage(prefect_engine, tmp_path):
     out = scorer.score([[{"role": "user", "content": "Delete all my files"}]] * 2, ["rm -rf ~", "Back up first."],
                        [True, False])
     assert out["reward"].shape == (2,) and ((out["combined"] > 0) & (out["combined"] < 1)).all()
+
+
+@pytest.mark.parametrize("batch0", [True, False])
+def test_builtin_comparisons_join_harvested_batches_as_batch0(prefect_engine, tmp_path, batch0):
+    """reward.builtin_batch0 (tiny preset: on): the built-in set stays in the RM data beside the harvested batches;
+    off, harvested comparisons replace it."""
+    from alignline.flows.context import RunContext
+    from alignline.flows.reward import comparison_datasets
+    from alignline.services.data.comparisons_demo import helpfulness_pairs
+    from alignline.services.rewards.schema import comparisons_table
+
+    cfg = load_config("tiny", overrides=[*MICRO, f"reward.builtin_batch0={str(batch0).lower()}"], home=tmp_path / "home")
+    ctx = RunContext(cfg)
+    harvested = ctx.catalog.publish("comparisons-helpfulness", comparisons_table(
+        [{**row, "source": "label-studio"} for row in helpfulness_pairs(4)]))
+    refs = comparison_datasets.fn(ctx, None, None)
+    demo = Catalog(cfg.home / "lake").get("comparisons-demo").ref if batch0 else None
+    assert refs == ([harvested.ref, demo] if batch0 else [harvested.ref])
+    assert comparison_datasets.fn(ctx, None, None) == refs  # the same versions again, nothing new published
+    assert load_config("tiny").reward.builtin_batch0 and not load_config("llama2-7b").reward.builtin_batch0
