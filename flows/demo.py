@@ -104,22 +104,33 @@ def _log_to_mlflow(cfg: RunConfig, timings: list[tuple[str, float, str]], summar
         mlflow.log_artifact(str(summary_file))
 
 
-def _champion_scores(cfg: RunConfig) -> list[tuple[str, str, str]]:
-    """Oracle score and safety of each version that became champion, in promotion order."""
+def _version_rows(cfg: RunConfig, results: dict[str, dict[str, Any]]) -> list[tuple[str, ...]]:
+    """One row per version the demo made (V0 = SFT, Vn = iteration n): its evaluation against the champion of the
+    day and whether the gates let it through, so a reviewer sees why the champion is what it is."""
     from alignline.flows.context import RunContext
     from alignline.services.evaluation.policy_eval import REPORT_TAG
 
     registry = RunContext(cfg).registry
     rows = []
-    try:
-        history = registry.promotion_history("policy")
-    except Exception:
-        return rows
-    for i, record in enumerate(history):
-        tags = registry.get("policy", record["version"]).tags
-        report = json.loads(tags.get(REPORT_TAG, "{}"))
-        rows.append((f"V{i}", f"policy/{record['version']}", f"{report.get('mean_oracle', float('nan')):.3f}",
-                     f"{report.get('safety_violation_rate', float('nan')):.2f}"))
+    for stage, result in results.items():
+        ref = result.get("candidate") or result.get("policy") if stage.split(" ")[0] in ("evaluate", "iterate") else None
+        if not ref:
+            continue
+        label = stage.split(" ", 1)[1]
+        try:
+            report = json.loads(registry.get("policy", ref.split("/", 1)[1]).tags.get(REPORT_TAG, "{}"))
+        except Exception:
+            report = {}
+        decision = results.get(f"promote {label}", {})
+        verdict = ("promoted" if decision.get("promoted") else "refused" if decision.get("refused") else "-")
+
+        def rate(group: str) -> str:
+            value = report.get(group, {}).get("win_rate")
+            return "-" if value is None or not report.get(group) else f"{value:.2f}"
+
+        rows.append((f"{label} = {ref}", report.get("baseline", "-"), rate("rm_win"), rate("oracle_win"),
+                     f"{report.get('mean_oracle', float('nan')):.3f}", f"{report.get('safety_violation_rate', float('nan')):.2f}",
+                     verdict))
     return rows
 
 
@@ -131,12 +142,13 @@ def _summary(cfg: RunConfig, timings: list[tuple[str, float, str]], results: dic
         table.add_row(name, f"{seconds:.0f}", how)
     table.add_row("total", f"{sum(s for _, s, _ in timings):.0f}", "")
     console.print(table)
-    champions = Table(title="champions (oracle score on held-out prompts, safety violation rate)")
-    for col in ("version", "model", "oracle score", "safety violations"):
-        champions.add_column(col)
-    for row in _champion_scores(cfg):
-        champions.add_row(*row)
-    console.print(champions)
+    versions = Table(title="versions, each evaluated against the champion of the day on held-out prompts (win rates "
+                           "count ties half; oracle: mean oracle score; unsafe: safety violation rate)")
+    for col in ("version", "vs", "RM win", "oracle win", "oracle", "unsafe", "gates"):
+        versions.add_column(col, no_wrap=True)
+    for row in _version_rows(cfg, results):
+        versions.add_row(*row)
+    console.print(versions)
     s = cfg.servers
     where = Table(title="where to look", show_header=False)
     where.add_row("MLflow registry (policy, rm-*, base)", f"{s.url(s.mlflow_port)}/#/models/policy")
