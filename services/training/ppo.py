@@ -35,6 +35,7 @@ from alignline.services.generation.rollouts import Rollout, sample_rollouts
 from alignline.services.generation.sampling import SamplingParams
 from alignline.services.models.chat import Message
 from alignline.services.models.factory import load_model, load_tokenizer, save_model
+from alignline.services.rewards.combine import logit
 
 from .launch import LaunchOptions, WorkerContext, launch
 from .optimization import build_adamw
@@ -100,6 +101,15 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> tor
     mean = masked_mean(x, mask)
     var = masked_mean((x - mean) ** 2, mask)
     return (x - mean) * torch.rsqrt(var + eps) * mask
+
+
+def global_whiten(x: torch.Tensor, mask: torch.Tensor, ctx: WorkerContext, eps: float = 1e-8) -> torch.Tensor:
+    """`masked_whiten` over the masked entries of every rank's share: the statistics are those of the global batch
+    (count, sum, then squared deviations, all-reduced), so 2 workers whiten exactly like 1 worker on the same batch."""
+    n = max(ctx.all_reduce_sum(float(mask.sum())), 1.0)
+    mean = ctx.all_reduce_sum(float((x * mask).sum())) / n
+    var = ctx.all_reduce_sum(float((((x - mean) * mask) ** 2).sum())) / n
+    return (x - mean) * (var + eps) ** -0.5 * mask
 
 
 def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -244,9 +254,10 @@ def ppo_loop(job: PPOJob, ctx: WorkerContext) -> dict[str, Any]:
         params = SamplingParams(cfg.max_new_tokens, cfg.ppo_temperature, cfg.top_p, seed=cfg.seed + 1000 * it + ctx.rank)
         rollouts = [rows[0] for rows in sample_rollouts(model.policy, tokenizer, dialogues, params, 1, cfg.rollout_batch_size)]
         t1 = time.perf_counter()
-        # 2. Scores: whiten(logit(R_c)) per answer (B,), Llama 2 eq. 2.
+        # 2. Scores: whiten(logit(R_c)) per answer (B,), Llama 2 eq. 2, whitened over the global batch.
         scores = scorer.score(dialogues, [r.text for r in rollouts], [job.is_safety[i] for i in picks])
-        score = scores["reward"].float().to(ctx.device)
+        raw = logit(scores["combined"].float()) if "combined" in scores else scores["reward"].float()
+        score = global_whiten(raw.to(ctx.device), torch.ones_like(raw, device=ctx.device), ctx)
         t2 = time.perf_counter()
         # 3. Old log-probs, values, reference log-probs, shaped rewards, advantages; all (B, R).
         batch = rollout_batch(rollouts, tokenizer.pad_token_id, ctx.device)
@@ -257,7 +268,7 @@ def ppo_loop(job: PPOJob, ctx: WorkerContext) -> dict[str, Any]:
             kl = per_token_kl(old_logp, ref_logp, batch.mask)
             rewards = shape_rewards(score, kl, batch.mask, cfg.kl_beta)
             advantages, returns = gae(rewards, old_values, batch.mask, cfg.gae_gamma, cfg.gae_lambda)
-            advantages = masked_whiten(advantages, batch.mask)
+            advantages = global_whiten(advantages, batch.mask, ctx)
         # 4. PPO epochs over minibatches (every rank takes the same number of steps, so DDP stays in step).
         stats: dict[str, list[float]] = {"policy_loss": [], "value_loss": [], "clip_fraction": [], "approx_kl": [],
                                          "entropy": [], "grad_norm": []}
@@ -330,6 +341,6 @@ def ppo_launch_options(cfg: RLHFConfig, storage_path: str, name: str) -> LaunchO
                          cpus_per_worker=cfg.cpus_per_worker, storage_path=storage_path, name=name)
 
 
-__all__ = ["PPOJob", "PolicyWithValue", "RewardModelFolders", "gae", "masked_mean", "masked_whiten", "per_token_kl", "ppo_losses",
+__all__ = ["PPOJob", "PolicyWithValue", "RewardModelFolders", "gae", "global_whiten", "masked_mean", "masked_whiten", "per_token_kl", "ppo_losses",
            "ppo_launch_options", "ppo_loop", "rollout_batch", "shape_rewards", "token_entropy", "token_logprobs",
            "train_ppo"]

@@ -1,4 +1,6 @@
 """PPO arithmetic against hand-computed values, the batch layout against generation, and a tiny run that learns."""
+import threading
+
 import pytest
 import torch
 
@@ -7,7 +9,8 @@ from alignline.services.generation import SamplingParams, sample_rollouts
 from alignline.services.models import build_model, save_model
 from alignline.services.rewards import logit, whiten
 from alignline.services.training import LaunchOptions, PPOJob, gae, per_token_kl, ppo_losses, shape_rewards, train_ppo
-from alignline.services.training.ppo import answer_outputs, masked_whiten, rollout_batch, token_logprobs
+from alignline.services.training.launch import WorkerContext
+from alignline.services.training.ppo import answer_outputs, global_whiten, masked_whiten, rollout_batch, token_logprobs
 
 
 class TargetTokenScorer:
@@ -78,6 +81,42 @@ def policy_dir(micro_config, tokenizer, tmp_path_factory):
     path = tmp_path_factory.mktemp("policy")
     save_model(build_model(micro_config, tokenizer=tokenizer, seed=0), tokenizer, path)
     return str(path)
+
+
+class ThreadRank(WorkerContext):
+    """A rank of an in-memory process group: all_reduce_sum sums what every rank passes at the same call."""
+
+    def __init__(self, rank: int, world_size: int, barrier: threading.Barrier, slots: list):
+        super().__init__(rank=rank, world_size=world_size)
+        self.barrier, self.slots = barrier, slots
+
+    def all_reduce_sum(self, value: float) -> float:
+        self.slots[self.rank] = value
+        self.barrier.wait()
+        total = sum(self.slots)
+        self.barrier.wait()
+        return total
+
+
+def test_global_whiten_over_two_ranks_equals_whitening_the_whole_batch():
+    torch.manual_seed(0)
+    x = torch.randn(6, 5) * 3 + 1
+    mask = (torch.arange(5)[None, :] < torch.tensor([5, 3, 1, 4, 2, 5])[:, None]).float()
+    whole = masked_whiten(x, mask)
+    assert torch.allclose(global_whiten(x, mask, WorkerContext()), whole, atol=1e-6)  # one rank: the same thing
+    barrier, slots, out = threading.Barrier(2), [0.0, 0.0], {}
+    shares = {0: slice(0, 2), 1: slice(2, 6)}  # unequal shares and padding: local statistics would differ
+
+    def rank(r):
+        out[r] = global_whiten(x[shares[r]], mask[shares[r]], ThreadRank(r, 2, barrier, slots))
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert torch.allclose(torch.cat([out[0], out[1]]), whole, atol=1e-6)
+    assert not torch.allclose(masked_whiten(x[shares[0]], mask[shares[0]]), whole[shares[0]], atol=1e-3)
 
 
 def test_batch_layout_reproduces_the_sampling_log_probs(micro_config, tokenizer):
