@@ -72,8 +72,14 @@ class RunContext:
         # Read by Ray at import time: set before the first `import ray`.
         for key, value in RAY_CLIENT_ENV.items():
             os.environ.setdefault(key, value)
-        os.environ["RAY_ADDRESS"] = self.ray_address  # for ray.init() calls made inside libraries
         import ray
 
+        if ray.is_initialized():
+            attached = ray.get_runtime_context().gcs_address
+            if attached != self.ray_address:  # work would silently land on another data dir's cluster
+                raise RuntimeError(f"this process is attached to the Ray cluster at {attached}, but the config's head is "
+                                   f"{self.ray_address} (servers.ray_port): run one data dir per process, or "
+                                   "ray.shutdown() first")
+        os.environ["RAY_ADDRESS"] = self.ray_address  # for ray.init() calls made inside libraries
         if not ray.is_initialized():
             ray.init(address=self.ray_address, log_to_driver=True, logging_level="WARNING")

@@ -37,3 +37,22 @@ def test_cli_status_reports_four_healthy(servers, capsys, monkeypatch):
 def test_cli_config_error_is_one_clear_line(capsys):
     assert main(["config", "--set", "sft.learning_rate=-1"]) == 2
     assert "sft.learning_rate = -1.0 is not allowed; allowed: > 0" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_attaching_to_another_data_dirs_ray_cluster_is_refused(ray_cluster, tmp_path):
+    """A process attached to one cluster must not quietly run another config's Ray work there."""
+    import os
+
+    import ray
+
+    from alignline.config import load_config
+    from alignline.flows.context import RunContext
+
+    RunContext(ray_cluster).init_ray()  # the same head again: fine
+    address = os.environ["RAY_ADDRESS"]
+    other = load_config(overrides=["servers.ray_port=26999"], home=tmp_path)
+    with pytest.raises(RuntimeError, match=r"attached to the Ray cluster at 127\.0\.0\.1:\d+, but the config's head is "
+                                           r"127\.0\.0\.1:26999"):
+        RunContext(other).init_ray()
+    assert ray.is_initialized() and os.environ["RAY_ADDRESS"] == address  # nothing switched
