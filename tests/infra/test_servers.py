@@ -81,6 +81,15 @@ def test_port_held_by_another_process_is_named(tmp_path):
 
 
 def test_down_stops_only_what_up_started(servers):
+    import ray
+
+    from alignline.flows.context import RunContext
+
+    # A driver attached to the head would be ended by Ray once its GCS is gone: detach first, and re-attach after,
+    # for the tests later in the session that share the `ray_cluster` connection.
+    attached = ray.is_initialized()
+    if attached:
+        ray.shutdown()
     bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
         down(servers, say=lambda m: None)
@@ -90,4 +99,6 @@ def test_down_stops_only_what_up_started(servers):
     finally:
         bystander.kill()
         up(servers, say=lambda m: None)  # the rest of the session needs them
+        if attached:
+            RunContext(servers).init_ray()
     assert all(s.healthy for s in status(servers))
