@@ -124,7 +124,7 @@ def ppo(ctx: RunContext, train: PromptSet, heldout: PromptSet, model_dir: str, r
     if cfg.use_ray:
         ctx.init_ray()
     job = PPOJob(cfg, model_dir, ref_dir, train.dialogues, train.is_safety, heldout.dialogues, heldout.is_safety,
-                 scorer, str(work / "model"), tracking_uri=uri, run_id=run_id)
+                 scorer, str(work / "model"), tracking_uri=uri, run_id=run_id, checkpoint_dir=str(work / "checkpoints"))
     result = train_ppo(job, ppo_launch_options(cfg, str(ctx.work_dir("ray")), f"rlhf-ppo-{work.parent.name}"))
     return {k: result[k] for k in ("output_dir", "iterations", "heldout_initial", "heldout_best", "stopped_early",
                                    "samples_per_s")}

@@ -46,6 +46,7 @@ class RLHFConfig:
     ppo_temperature: float = setting(1.0, "Sampling temperature of PPO rollouts (1: on-policy log-probs).", gt=0)
     ppo_value_coef: float = setting(0.1, "Weight of the value loss (shared trunk, value head).", ge=0)
     ppo_entropy_coef: float = setting(0.0, "Entropy bonus weight (0: entropy is only logged).", ge=0)
+    ppo_checkpoint_every: int = setting(5, "PPO iterations between resumable checkpoints (policy, value head, optimizer, early-stopping state).", ge=1)
     ppo_eval_every: int = setting(2, "PPO iterations between held-out reward evaluations.", ge=1)
     ppo_patience: int = setting(3, "Evaluations without a better held-out reward before PPO stops early.", source="Llama 2 §3.2.3", ge=1)
     gae_gamma: float = setting(1.0, "GAE discount.", ge=0, le=1)

@@ -37,6 +37,7 @@ from alignline.services.models.chat import Message
 from alignline.services.models.factory import load_model, load_tokenizer, save_model
 from alignline.services.rewards.combine import logit
 
+from .checkpoint import checkpoint_extra, latest_checkpoint, load_checkpoint, save_checkpoint
 from .launch import LaunchOptions, WorkerContext, launch
 from .optimization import build_adamw
 from .tracking import MetricsLogger
@@ -56,6 +57,8 @@ class PPOJob:
     tracking_uri: str | None = None
     run_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    checkpoint_dir: str | None = None        # resumable state every `ppo_checkpoint_every` iterations (None: none)
+    on_iteration: Callable[[int], None] | None = None  # called after each iteration (tests stop runs here)
 
 
 @dataclass(frozen=True)
@@ -234,21 +237,33 @@ def ppo_loop(job: PPOJob, ctx: WorkerContext) -> dict[str, Any]:
     scorer = job.make_scorer()
     optimizer = build_adamw(model, cfg.ppo_learning_rate, cfg.ppo_weight_decay, (cfg.ppo_adam_beta1, cfg.ppo_adam_beta2),
                             cfg.ppo_adam_eps)
+    constant = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)  # constant LR (Llama 2 §3.2.3)
+    # resume: Ray's restored checkpoint after a worker failure, else the newest one on disk
+    resume_from = ctx.restored_checkpoint() or latest_checkpoint(job.checkpoint_dir)
+    start = load_checkpoint(resume_from, model, optimizer, constant) if resume_from else 0
     ddp_model = ctx.wrap(model)
     metrics_log = MetricsLogger(job.tracking_uri, job.run_id) if ctx.is_main else MetricsLogger(None, None)
     local_batch = max(1, cfg.ppo_batch_size // ctx.world_size)
     local_minibatch = max(1, min(local_batch, cfg.ppo_minibatch_size // ctx.world_size))
-    rng = random.Random(cfg.seed + ctx.rank)
     eval_params = SamplingParams(cfg.max_new_tokens, cfg.ppo_temperature, cfg.top_p, seed=cfg.seed + 7919)
-    best = heldout_reward(model.policy, tokenizer, scorer, job, ctx, eval_params)
-    if ctx.is_main:
-        save_model(model.policy, tokenizer, job.output_dir)
-    summary: dict[str, Any] = {"heldout": [best], "heldout_initial": best, "stopped_early": False, "history": []}
-    since_best = 0
-    totals = {"generation_s": 0.0, "scoring_s": 0.0, "training_s": 0.0, "samples": 0}
-    for it in range(cfg.ppo_iterations):
-        # 1. Rollouts: this rank's share of the batch, sampled with the current policy.
+    if resume_from:  # the early-stopping state and the running summary travel with the weights
+        state = checkpoint_extra(resume_from)
+        summary, totals, best, since_best = state["summary"], state["totals"], state["best"], state["since_best"]
+    else:
+        best = heldout_reward(model.policy, tokenizer, scorer, job, ctx, eval_params)
+        if ctx.is_main:
+            save_model(model.policy, tokenizer, job.output_dir)
+        summary = {"heldout": [best], "heldout_initial": best, "stopped_early": False, "history": []}
+        since_best = 0
+        totals = {"generation_s": 0.0, "scoring_s": 0.0, "training_s": 0.0, "samples": 0}
+    summary["resumed_from_iteration"] = start
+    for it in range(start, cfg.ppo_iterations):
+        if summary["stopped_early"]:
+            break
+        # 1. Rollouts: this rank's share of the batch, sampled with the current policy. The prompt draw is a function
+        #    of (seed, iteration, rank), so a resumed run draws what the killed run would have drawn.
         t0 = time.perf_counter()
+        rng = random.Random((cfg.seed * 1_000_003 + it) * 1009 + ctx.rank)
         picks = [rng.randrange(len(job.prompts)) for _ in range(local_batch)]
         dialogues = [job.prompts[i] for i in picks]
         params = SamplingParams(cfg.max_new_tokens, cfg.ppo_temperature, cfg.top_p, seed=cfg.seed + 1000 * it + ctx.rank)
@@ -318,10 +333,15 @@ def ppo_loop(job: PPOJob, ctx: WorkerContext) -> dict[str, Any]:
                 since_best += 1
         summary["history"].append(row)
         metrics_log.log(it + 1, row)
-        ctx.report({"iteration": it + 1, **{k: v for k, v in row.items() if isinstance(v, float)}})
-        if since_best >= cfg.ppo_patience:
-            summary["stopped_early"] = True
-            break
+        summary["stopped_early"] = since_best >= cfg.ppo_patience
+        last = summary["stopped_early"] or it + 1 == cfg.ppo_iterations
+        saved = None
+        if job.checkpoint_dir and ctx.is_main and ((it + 1) % cfg.ppo_checkpoint_every == 0 or last):
+            saved = save_checkpoint(job.checkpoint_dir, it + 1, model, optimizer, constant, extra={
+                "summary": summary, "totals": totals, "best": best, "since_best": since_best})
+        ctx.report({"iteration": it + 1, **{k: v for k, v in row.items() if isinstance(v, float)}}, saved)
+        if job.on_iteration is not None:
+            job.on_iteration(it + 1)
     seconds = totals["generation_s"] + totals["scoring_s"] + totals["training_s"]
     summary.update(iterations=len(summary["history"]), heldout_best=best, output_dir=job.output_dir,
                    samples_per_s=totals["samples"] / max(seconds, 1e-9), **totals,

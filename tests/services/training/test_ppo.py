@@ -148,3 +148,36 @@ def test_tiny_ppo_run_raises_the_reward(policy_dir, tokenizer, tmp_path):
     for key in ("clip_fraction", "value_loss", "entropy", "response_length"):
         assert len(result[key]) == 10
     assert (tmp_path / "ppo" / "config.json").is_file()
+
+
+def test_killed_ppo_run_resumes_where_it_stopped(policy_dir, tokenizer, tmp_path):
+    """A PPO run killed after iteration 3 restarts from its iteration-2 checkpoint (weights, value head, optimizer,
+    early-stopping state) and ends exactly where an uninterrupted run ends."""
+    from alignline.services.models import load_model
+
+    prompts = [[{"role": "user", "content": f"Question {i}: what does function f{i} return?"}] for i in range(16)]
+    cfg = RLHFConfig(ppo_batch_size=8, ppo_minibatch_size=4, ppo_epochs=1, ppo_iterations=4, ppo_learning_rate=3e-3,
+                     ppo_weight_decay=0.0, max_new_tokens=8, ppo_eval_every=2, ppo_patience=5, ppo_checkpoint_every=2,
+                     use_ray=False)
+
+    def job(folder, on_iteration=None):
+        return PPOJob(cfg, policy_dir, policy_dir, prompts[:12], [False] * 12, prompts[12:], [False] * 4,
+                      lambda: TargetTokenScorer(tokenizer), str(folder / "model"), checkpoint_dir=str(folder / "ckpt"),
+                      on_iteration=on_iteration)
+
+    def killed_after_3(iteration):
+        if iteration == 3:
+            raise RuntimeError("worker killed")
+
+    whole = train_ppo(job(tmp_path / "whole"), LaunchOptions())
+    with pytest.raises(RuntimeError, match="worker killed"):
+        train_ppo(job(tmp_path / "resumed", killed_after_3), LaunchOptions())
+    resumed = train_ppo(job(tmp_path / "resumed"), LaunchOptions())
+    assert whole["resumed_from_iteration"] == 0 and resumed["resumed_from_iteration"] == 2
+    for key in ("reward", "kl", "value_loss", "response_length"):
+        assert resumed[key] == whole[key] and len(whole[key]) == 4, key
+    assert resumed["heldout"] == whole["heldout"] and resumed["heldout_best"] == whole["heldout_best"]
+    a, b = (load_model(tmp_path / name / "model").state_dict() for name in ("whole", "resumed"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    again = train_ppo(job(tmp_path / "resumed"), LaunchOptions())  # a finished run reports, trains nothing
+    assert again["resumed_from_iteration"] == 4 and again["reward"] == whole["reward"]
