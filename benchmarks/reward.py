@@ -10,7 +10,8 @@ demo's comparisons split by prompt.
 
     PYTHONPATH=/tmp/trl112 .venv/bin/python benchmarks/reward.py [--policy DIR] [--seeds 5] [--stdlib-pairs 600]
 (TRL 1.12 beside the venv: pip install --target /tmp/trl112 --no-deps trl==1.12.0; needs `datasets`.)
-`--policy` takes an HF folder (e.g. the demo's SFT policy, `<home>/work/models/policy/2/model`); without it both
+`--comparisons NAME[@VERSION]` (with `--home`) scores a catalog dataset instead, e.g. HH-RLHF pairs imported with
+`alignline harvest --hh-rlhf FILE`. `--policy` takes an HF folder (e.g. the demo's SFT policy, `<home>/work/models/policy/2/model`); without it both
 start from an untrained base of the preset. Appends the figures to benchmarks/RESULTS.md (section "reward").
 """
 from __future__ import annotations
@@ -160,12 +161,31 @@ def prepare_policy(args, cfg, out: Path):
     return policy, tokenizer, f"preset `{args.preset}` untrained base"
 
 
+def read_rows(args) -> tuple[list, str]:
+    """(comparison rows, description): a catalog dataset (e.g. HH-RLHF pairs imported with `alignline harvest
+    --hh-rlhf`) when --comparisons names one, else the built-in demo set."""
+    if args.comparisons:
+        from alignline.storage import Catalog
+
+        name, _, version = args.comparisons.partition("@")
+        catalog = Catalog(Path(args.home) / "lake")
+        ref = catalog.get(name, version or "latest").ref
+        rows = comparison_rows(catalog.read(*ref.split("@", 1)), ref)
+        return rows, f"`{ref}` from `{args.home}` ({len(rows)} pairs)"
+    rows = comparison_rows(demo_comparisons_table(args.stdlib_pairs), "comparisons-demo")
+    return rows, f"built-in `comparisons-demo` ({args.stdlib_pairs} helpfulness + 90 safety pairs)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="/tmp/alignline-reward-bench")
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--policy", help="HF folder to start both RMs from (default: an untrained base of --preset)")
     parser.add_argument("--stdlib-pairs", type=int, default=600)
+    parser.add_argument("--comparisons", help="catalog dataset NAME[@VERSION] to use instead of the built-in pairs "
+                        "(e.g. HH-RLHF pairs imported with `alignline harvest --hh-rlhf`)")
+    parser.add_argument("--home", default=os.environ.get("ALIGNLINE_HOME", ".alignline"),
+                        help="data dir whose catalog holds --comparisons")
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--learning-rate", type=float, help="default: the preset's reward.learning_rate")
     parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (head init and data order) for both sides")
@@ -179,7 +199,7 @@ def main() -> None:
     rcfg = dataclasses.replace(cfg.reward, max_length=args.max_length, log_every=1, checkpoint_every=10_000,
                                learning_rate=args.learning_rate or cfg.reward.learning_rate)
     policy, tokenizer, policy_desc = prepare_policy(args, cfg, out)
-    rows = comparison_rows(demo_comparisons_table(args.stdlib_pairs), "comparisons-demo")
+    rows, data_desc = read_rows(args)
     train, heldout = split_heldout(rows, 0.2, seed=0)
     pairs = encode_pairs(tokenizer, train, rcfg.margin, rcfg.max_length)
     pairs_path = write_pairs(pairs, out / "pairs.npz")
@@ -236,10 +256,11 @@ def main() -> None:
     m_ours, s_ours = mean_std(speed["alignline"])
     lines = [
         "## reward", "",
-        f"`benchmarks/reward.py --seeds {args.seeds}{' --policy ' + args.policy if args.policy else ''}`, one run on "
+        f"`benchmarks/reward.py --seeds {args.seeds}{' --policy ' + args.policy if args.policy else ''}"
+        f"{' --comparisons ' + args.comparisons if args.comparisons else ''}`, one run on "
         f"{platform.machine()} with {os.cpu_count()} CPU cores shared with other engineers' jobs (load average "
         f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} at the end), torch {torch.__version__}, {policy_desc} "
-        f"({n_params:.1f}M params), built-in `comparisons-demo` ({args.stdlib_pairs} helpfulness + 90 safety pairs), "
+        f"({n_params:.1f}M params), {data_desc}, "
         f"split by prompt: {len(pairs)} train / {len(heldout)} held-out pairs, max length {rcfg.max_length}, batch "
         f"{rcfg.batch_size}, margin `{rcfg.margin}`, LR {rcfg.learning_rate} cosine to 10% after "
         f"{reward_warmup_steps(steps, rcfg)} warmup steps, 1 epoch = {steps} steps. Both sides get identical token ids "
