@@ -34,6 +34,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from transformers import TrainerCallback  # noqa: E402
 
 from alignline.config import load_config  # noqa: E402
 from alignline.services.data import demo_comparisons_table  # noqa: E402
@@ -61,23 +62,17 @@ def run_ours(rcfg, policy: Path, pairs_path: str, out: Path, workers: int) -> di
     return result
 
 
-class StepClock:
-    """Transformers callback: perf_counter at train begin and at each optimizer step's end (TRL's step times)."""
+class StepClock(TrainerCallback):
+    """perf_counter at train begin and at each optimizer step's end: TRL's step times."""
 
     def __init__(self):
-        from transformers import TrainerCallback
-
         self.begin, self.ends = 0.0, []
-        outer = self
 
-        class _Callback(TrainerCallback):
-            def on_train_begin(self, args, state, control, **kwargs):
-                outer.begin = time.perf_counter()
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.begin = time.perf_counter()
 
-            def on_step_end(self, args, state, control, **kwargs):
-                outer.ends.append(time.perf_counter())
-
-        self.callback = _Callback()
+    def on_step_end(self, args, state, control, **kwargs):
+        self.ends.append(time.perf_counter())
 
 
 def run_trl(rcfg, tokenizer, policy: Path, pairs_path: str, out: Path, steps: int) -> tuple[dict, RewardModel]:
@@ -109,7 +104,7 @@ def run_trl(rcfg, tokenizer, policy: Path, pairs_path: str, out: Path, steps: in
                      train_sampling_strategy="sequential")
     ends = StepClock()
     trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(records),
-                            processing_class=tokenizer, callbacks=[ends.callback])
+                            processing_class=tokenizer, callbacks=[ends])
     t0 = time.perf_counter()
     trainer.train()
     runtime = time.perf_counter() - t0
@@ -234,14 +229,22 @@ def main() -> None:
     def pct(x):
         return "-" if x is None else f"{100 * x:.1f}"
 
-    acc = {name: [t["overall"] for t in tables[name]] for name in tables}
     B = rcfg.batch_size
+    acc = {name: [t["overall"] for t in tables[name]] for name in tables}
     speed = {"alignline": [steady_pairs_per_s(ours[s]["step_seconds"], B) for s in seeds],
              "TRL": [steady_pairs_per_s(trl[s]["step_seconds"], B) for s in seeds]}
     speed_all = {"alignline": [ours[s]["pairs_per_s_mean"] for s in seeds], "TRL": [trl[s]["pairs_per_s_mean"] for s in seeds]}
+    st = {name: {"speed": mean_std(speed[name]), "all": mean_std(speed_all[name])[0], "acc": mean_std(acc[name])}
+          for name in tables}
     wins = sum(a > b for a, b in zip(acc["alignline"], acc["TRL"]))
     ties = sum(a == b for a, b in zip(acc["alignline"], acc["TRL"]))
-    trl_speed, trl_all = mean_std(speed["TRL"])[0], mean_std(speed_all["TRL"])[0]
+    trl_speed, trl_all = st["TRL"]["speed"][0], st["TRL"]["all"]
+    w2_speed = steady_pairs_per_s(ours_w2["step_seconds"], B)
+
+    def run_row(title: str, name: str) -> str:
+        (m, sd), (am, asd) = st[name]["speed"], st[name]["acc"]
+        return (f"| {title} | {m:.1f} ± {sd:.1f} | {m / trl_speed:.2f}x | {st[name]['all']:.1f} | "
+                f"{st[name]['all'] / trl_all:.2f}x | {pct(am)} ± {pct(asd)} | {', '.join(pct(a) for a in acc[name])} |")
 
     def level_row(name, kind):
         lv = pooled_levels(tables[name], kind)
@@ -253,7 +256,6 @@ def main() -> None:
     gap = max(abs(a - b) for a, b in zip(ours[0]["losses"], ours_w2["losses"]))
     n_params = sum(p.numel() for p in load_model(policy).parameters()) / 1e6
     load = os.getloadavg()
-    m_ours, s_ours = mean_std(speed["alignline"])
     lines = [
         "## reward", "",
         f"`benchmarks/reward.py --seeds {args.seeds}{' --policy ' + args.policy if args.policy else ''}"
@@ -271,16 +273,11 @@ def main() -> None:
         "| run | pairs/s, steps 2..N (mean ± sd over seeds) | vs TRL | pairs/s, all steps | vs TRL | "
         "held-out accuracy %, mean ± sd | per seed |",
         "|---|---|---|---|---|---|---|",
-        f"| alignline RM, Ray Train 1 worker (gloo) | {m_ours:.1f} ± {s_ours:.1f} | {m_ours / trl_speed:.2f}x | "
-        f"{mean_std(speed_all['alignline'])[0]:.1f} | {mean_std(speed_all['alignline'])[0] / trl_all:.2f}x | "
-        f"{pct(mean_std(acc['alignline'])[0])} ± {pct(mean_std(acc['alignline'])[1])} | "
-        f"{', '.join(pct(a) for a in acc['alignline'])} |",
-        f"| alignline RM, Ray Train 2 workers (gloo), seed 0 | {steady_pairs_per_s(ours_w2['step_seconds'], B):.1f} | "
-        f"{steady_pairs_per_s(ours_w2['step_seconds'], B) / trl_speed:.2f}x | {ours_w2['pairs_per_s_mean']:.1f} | "
-        f"{ours_w2['pairs_per_s_mean'] / trl_all:.2f}x | not scored (losses match 1 worker to {gap:.1e}) | |",
-        f"| TRL RewardTrainer (margin column, fp32) | {trl_speed:.1f} ± {mean_std(speed['TRL'])[1]:.1f} | 1.00x | "
-        f"{trl_all:.1f} | 1.00x | {pct(mean_std(acc['TRL'])[0])} ± {pct(mean_std(acc['TRL'])[1])} | "
-        f"{', '.join(pct(a) for a in acc['TRL'])} |",
+        run_row("alignline RM, Ray Train 1 worker (gloo)", "alignline"),
+        f"| alignline RM, Ray Train 2 workers (gloo), seed 0 | {w2_speed:.1f} | {w2_speed / trl_speed:.2f}x | "
+        f"{ours_w2['pairs_per_s_mean']:.1f} | {ours_w2['pairs_per_s_mean'] / trl_all:.2f}x | "
+        f"not scored (losses match 1 worker to {gap:.1e}) | |",
+        run_row("TRL RewardTrainer (margin column, fp32)", "TRL"),
         "",
         "Steps 2..N leave out each side's first step (one-off costs; under Ray Train also the controller's helper "
         "actors starting beside the worker on this 2-core machine). Wall time with Ray Train start-up, seed 0: "

@@ -78,9 +78,10 @@ def run_demo(cfg: RunConfig) -> int:
         console.rule(f"[bold]alignline demo: {name}")
         t0 = time.monotonic()
         result = stage(ledger.data["steps"])
-        ledger.record(name, {**result, "stage_seconds": time.monotonic() - t0})
-        timings.append((name, time.monotonic() - t0, "ran"))
-        console.log(f"{name} done in {timings[-1][1]:.0f}s")
+        seconds = time.monotonic() - t0
+        ledger.record(name, {**result, "stage_seconds": seconds})
+        timings.append((name, seconds, "ran"))
+        console.log(f"{name} done in {seconds:.0f}s")
     _summary(cfg, timings, ledger.data["steps"])
     summary_file = cfg.home / "demo-summary.json"
     summary_file.write_text(json.dumps({"timings_s": {n: s for n, s, _ in timings}, "results": ledger.data["steps"]},
@@ -105,33 +106,34 @@ def _log_to_mlflow(cfg: RunConfig, timings: list[tuple[str, float, str]], summar
         mlflow.log_artifact(str(summary_file))
 
 
+def _win_rate(report: dict[str, Any], group: str) -> str:
+    value = (report.get(group) or {}).get("win_rate")
+    return "-" if value is None else f"{value:.2f}"
+
+
 def _version_rows(cfg: RunConfig, results: dict[str, dict[str, Any]]) -> list[tuple[str, ...]]:
     """One row per version the demo made (V0 = SFT, Vn = iteration n): its evaluation against the champion of the
     day and whether the gates let it through, so a reviewer sees why the champion is what it is."""
     from alignline.flows.context import RunContext
     from alignline.services.evaluation.policy_eval import REPORT_TAG
+    from alignline.services.registry import RegistryError
 
     registry = RunContext(cfg).registry
     rows = []
     for stage, result in results.items():
-        ref = result.get("candidate") or result.get("policy") if stage.split(" ")[0] in ("evaluate", "iterate") else None
-        if not ref:
+        kind, _, label = stage.partition(" ")
+        if kind not in ("evaluate", "iterate"):
             continue
-        label = stage.split(" ", 1)[1]
+        ref = result.get("candidate") or result.get("policy")
         try:
             report = json.loads(registry.get("policy", ref.split("/", 1)[1]).tags.get(REPORT_TAG, "{}"))
-        except Exception:
+        except RegistryError:
             report = {}
         decision = results.get(f"promote {label}", {})
-        verdict = ("promoted" if decision.get("promoted") else "refused" if decision.get("refused") else "-")
-
-        def rate(group: str) -> str:
-            value = report.get(group, {}).get("win_rate")
-            return "-" if value is None or not report.get(group) else f"{value:.2f}"
-
-        rows.append((f"{label} = {ref}", report.get("baseline", "-"), rate("rm_win"), rate("oracle_win"),
-                     f"{report.get('mean_oracle', float('nan')):.3f}", f"{report.get('safety_violation_rate', float('nan')):.2f}",
-                     verdict))
+        verdict = "promoted" if decision.get("promoted") else "refused" if decision.get("refused") else "-"
+        rows.append((f"{label} = {ref}", report.get("baseline", "-"), _win_rate(report, "rm_win"),
+                     _win_rate(report, "oracle_win"), f"{report.get('mean_oracle', float('nan')):.3f}",
+                     f"{report.get('safety_violation_rate', float('nan')):.2f}", verdict))
     return rows
 
 

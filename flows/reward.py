@@ -5,7 +5,8 @@ CLI the lead wires in flows/cli.py:
                      [--helpfulness DATASET[@VERSION]] [--safety DATASET[@VERSION]] [--tracking-uri URI]
     -> run_reward(cfg, helpfulness=..., safety=..., tracking_uri=...)
 Without dataset flags it uses the latest `comparisons-helpfulness` and `comparisons-safety` that exist, and the
-built-in `comparisons-demo` set when neither does (or beside them, as batch 0, with `reward.builtin_batch0`). Both RMs start from `reward.policy_model`@`reward.policy_version`.
+built-in `comparisons-demo` set when neither does (or beside them, as batch 0, with `reward.builtin_batch0`).
+Both RMs start from `reward.policy_model`@`reward.policy_version`.
 """
 from __future__ import annotations
 

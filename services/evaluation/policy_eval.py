@@ -8,16 +8,14 @@ here takes plain answers and scores, so it runs on any generator or scorer.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
+from alignline.config.evaluation import EvaluationConfig
 from alignline.storage.corpus.report import toxicity_share
 
 from .refusal import refusal_rates
-
-if TYPE_CHECKING:
-    from alignline.config.evaluation import EvaluationConfig
 
 
 # The registry tag on a model version that holds its evaluation report (JSON); `promote` reads it.

@@ -99,16 +99,10 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum() / mask.sum().clamp(min=1)
 
 
-def masked_whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """(x - mean) / std over the masked entries; zero outside the mask."""
-    mean = masked_mean(x, mask)
-    var = masked_mean((x - mean) ** 2, mask)
-    return (x - mean) * torch.rsqrt(var + eps) * mask
-
-
 def global_whiten(x: torch.Tensor, mask: torch.Tensor, ctx: WorkerContext, eps: float = 1e-8) -> torch.Tensor:
-    """`masked_whiten` over the masked entries of every rank's share: the statistics are those of the global batch
-    (count, sum, then squared deviations, all-reduced), so 2 workers whiten exactly like 1 worker on the same batch."""
+    """(x - mean) / std over the masked entries of every rank's share, zero outside the mask: the statistics are
+    those of the global batch (count, sum, then squared deviations, all-reduced), so 2 workers whiten exactly like
+    1 worker on the same batch."""
     n = max(ctx.all_reduce_sum(float(mask.sum())), 1.0)
     mean = ctx.all_reduce_sum(float((x * mask).sum())) / n
     var = ctx.all_reduce_sum(float((((x - mean) * mask) ** 2).sum())) / n
@@ -361,6 +355,6 @@ def ppo_launch_options(cfg: RLHFConfig, storage_path: str, name: str) -> LaunchO
                          cpus_per_worker=cfg.cpus_per_worker, storage_path=storage_path, name=name)
 
 
-__all__ = ["PPOJob", "PolicyWithValue", "RewardModelFolders", "gae", "global_whiten", "masked_mean", "masked_whiten", "per_token_kl", "ppo_losses",
+__all__ = ["PPOJob", "PolicyWithValue", "RewardModelFolders", "gae", "global_whiten", "masked_mean", "per_token_kl", "ppo_losses",
            "ppo_launch_options", "ppo_loop", "rollout_batch", "shape_rewards", "token_entropy", "token_logprobs",
            "train_ppo"]
