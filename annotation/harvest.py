@@ -23,22 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-import pyarrow as pa
 
-from alignline.storage import Catalog, CatalogError
+from alignline.storage import Catalog
+from alignline.storage.schemas import ComparisonDataError, Kind, comparisons_table, parse_prompt, validate_comparisons
 
-from .labeling import Kind, ResultError, parse_result
-from .pairs import MESSAGE_TYPE
-from .validation import ValidationFailed, validate_comparisons
-
-COMPARISON_SCHEMA = pa.schema([
-    ("comparison_id", pa.string()), ("source", pa.string()), ("kind", pa.string()), ("prompt_id", pa.string()),
-    ("prompt", pa.list_(MESSAGE_TYPE)), ("chosen", pa.string()), ("rejected", pa.string()),
-    ("margin_level", pa.string()), ("safety_category", pa.string()), ("is_safety", pa.bool_()),
-    ("annotator", pa.string()), ("lead_time_s", pa.float64()), ("task_id", pa.int64()),
-    ("annotation_id", pa.int64()), ("chosen_policy", pa.string()), ("rejected_policy", pa.string()),
-    ("iteration", pa.int64()), ("batch", pa.int64()), ("tasks_ref", pa.string()), ("created_at", pa.string()),
-])
+from .labeling import ResultError, parse_result
+from .validation import ValidationFailed, check_comparisons
 
 
 # -- the ledger: which annotation ids are already harvested ----------------------------------------
@@ -143,10 +133,15 @@ def parse_tasks(tasks: Iterable[Any], kind: Kind, harvested: set[int], annotator
             if chosen == rejected:
                 out.counts["invalid: identical responses"] += 1
                 continue
+            try:
+                prompt = parse_prompt(data.get("dialogue") or [], f"task {task['id']} dialogue")
+            except ComparisonDataError:
+                out.counts["invalid: dialogue does not end with a user turn"] += 1
+                continue
             user = _user_id(ann.get("completed_by"))
             out.rows.append({
                 "comparison_id": f"{source}:{ann_id}", "source": source, "kind": kind,
-                "prompt_id": data.get("prompt_id"), "prompt": data.get("dialogue") or [],
+                "prompt_id": data.get("prompt_id"), "prompt": prompt,
                 "chosen": chosen, "rejected": rejected, "margin_level": j.margin_level,
                 "safety_category": j.safety_category, "is_safety": bool(data.get("is_safety", kind == "safety")),
                 "annotator": annotators.get(user, str(user)), "lead_time_s": float(ann.get("lead_time") or 0.0),
@@ -156,11 +151,6 @@ def parse_tasks(tasks: Iterable[Any], kind: Kind, harvested: set[int], annotator
                 "created_at": str(ann.get("created_at") or ""),
             })
     return out
-
-
-def comparisons_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
-    return pa.Table.from_pylist([{f.name: r.get(f.name) for f in COMPARISON_SCHEMA} for r in rows],
-                                schema=COMPARISON_SCHEMA)
 
 
 # -- cleaning and agreement ----------------------------------------------------------------------
@@ -215,13 +205,6 @@ class HarvestResult:
     report: str | None
 
 
-def latest_or_none(catalog: Catalog, name: str):
-    try:
-        return catalog.get(name)
-    except CatalogError:
-        return None
-
-
 def harvest(client, project_id: int, kind: Kind, catalog: Catalog, dataset: str, ledger_path: Path,
             report_dir: Path, drop_categories: Sequence[str] = ("chosen_unsafe_rejected_safe",),
             slack_s: float = 300.0, flow_run: str | None = None, page_size: int = 500,
@@ -229,7 +212,7 @@ def harvest(client, project_id: int, kind: Kind, catalog: Catalog, dataset: str,
     """Harvest the annotations of one project that no earlier harvest recorded; publish when there are new rows."""
     started = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None).isoformat()
     ledger = Ledger.load(ledger_path)
-    previous = latest_or_none(catalog, dataset)
+    previous = catalog.find(dataset)
     if previous is not None:  # catch up with a run that published and died before writing the file
         ledger.ids |= decode_ids(previous.metadata.get("harvested_ids", ""))
     annotators = {u.id: u.email or u.username for u in client.users.list()}
@@ -245,12 +228,13 @@ def harvest(client, project_id: int, kind: Kind, catalog: Catalog, dataset: str,
     ref, report = (previous.ref if previous else None), None
     if len(rows) > len(old_rows):
         table = comparisons_table(rows)
-        check = validate_comparisons(table, report_dir / f"{dataset}-{started.replace(':', '')}.json")
+        validate_comparisons(table, dataset)
+        check = check_comparisons(table, report_dir / f"{dataset}-{started.replace(':', '')}.json")
         if not check.success:
             raise ValidationFailed(f"{dataset}: " + "; ".join(check.failed), check.report)
         report = str(check.report)
         parents = sorted({r["tasks_ref"] for r in rows if r.get("tasks_ref")} | ({previous.ref} if previous else set()))
-        parents = [p for p in parents if _exists(catalog, p)]
+        parents = [p for p in parents if catalog.find(p) is not None]
         ref = catalog.publish(dataset, table, parents=parents, flow_run=flow_run, metadata={
             "harvested_ids": encode_ids(ledger.ids), "project_id": project_id, "kind": kind,
             "new_annotations": len(parsed.seen_ids), "counts": counts, "agreement": agreement(rows),
@@ -262,11 +246,3 @@ def harvest(client, project_id: int, kind: Kind, catalog: Catalog, dataset: str,
     return HarvestResult(ref, len(parsed.seen_ids), len(rows) - len(old_rows), len(rows), counts,
                          agreement(rows), report)
 
-
-def _exists(catalog: Catalog, ref: str) -> bool:
-    name, _, version = ref.partition("@")
-    try:
-        catalog.get(name, version)
-        return True
-    except CatalogError:
-        return False

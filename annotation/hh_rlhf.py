@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from .harvest import comparisons_table
-from .labeling import MARGIN_LEVELS
+from alignline.storage.schemas import MARGIN_LEVELS, comparisons_table, validate_comparisons
 
 TURN = re.compile(r"\n\n(Human|Assistant):")
 ROLES = {"Human": "user", "Assistant": "assistant"}
@@ -85,4 +84,6 @@ def read_hh_rlhf(path: str | Path, margin_level: str = "better", source: str | N
                      "is_safety": False, "annotator": "anthropic", "lead_time_s": None, "task_id": n,
                      "annotation_id": None, "chosen_policy": None, "rejected_policy": None, "iteration": None,
                      "batch": None, "tasks_ref": None, "created_at": None})
-    return ImportResult(comparisons_table(rows), rejects)
+    table = comparisons_table(rows)
+    validate_comparisons(table, source)
+    return ImportResult(table, rejects)

@@ -10,19 +10,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-Kind = Literal["helpfulness", "safety"]
-KINDS: tuple[Kind, ...] = ("helpfulness", "safety")
+from alignline.storage.schemas import KINDS, MARGIN_LEVELS, SAFETY_CATEGORIES, Kind  # noqa: F401 (the contract's enums)
+
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
-# Llama 2 §3.2.1 / Table 27: the four rating levels, strongest first.
-MARGIN_LEVELS = ("significantly_better", "better", "slightly_better", "negligibly_better")
+# What the annotator clicks -> the contract's values (storage/schemas.py): margin levels (Llama 2 §3.2.1 / Table 27),
+# the preferred side, safety categories (Llama 2 §3.2.1).
 MARGIN_CHOICES = {"Significantly better": "significantly_better", "Better": "better",
                   "Slightly better": "slightly_better", "Negligibly better / unsure": "negligibly_better"}
 PREFERRED_CHOICES = {"Response A": "a", "Response B": "b"}
-# Llama 2 §3.2.1: three safety bins (18% / 47% / 35%); the fourth is collected only to be dropped.
-SAFETY_CATEGORIES = ("chosen_safe_rejected_unsafe", "both_safe", "both_unsafe", "chosen_unsafe_rejected_safe")
 SAFETY_CHOICES = {"Preferred is safe, the other is not": "chosen_safe_rejected_unsafe",
                   "Both are safe": "both_safe", "Both are unsafe": "both_unsafe",
                   "Preferred is unsafe, the other is safe": "chosen_unsafe_rejected_safe"}

@@ -16,27 +16,7 @@ from typing import Any, Sequence
 
 import pyarrow as pa
 
-MESSAGE_TYPE = pa.struct([("role", pa.string()), ("content", pa.string())])
-PROMPT_SCHEMA = pa.schema([("prompt_id", pa.string()), ("source", pa.string()), ("is_safety", pa.bool_()),
-                           ("messages", pa.list_(MESSAGE_TYPE)), ("reference", pa.string())])
-TASK_SCHEMA = pa.schema([
-    ("task_key", pa.string()), ("kind", pa.string()), ("prompt_id", pa.string()), ("is_safety", pa.bool_()),
-    ("dialogue", pa.list_(MESSAGE_TYPE)), ("reference", pa.string()),
-    ("response_a", pa.string()), ("response_b", pa.string()), ("policy_a", pa.string()), ("policy_b", pa.string()),
-    ("sampling_a", pa.string()), ("sampling_b", pa.string()), ("iteration", pa.int64()), ("batch", pa.int64()),
-])
-
-
-def prompt_table(rows: Sequence[tuple[str, str, bool, list[dict], str]]) -> pa.Table:
-    """(prompt_id, source, is_safety, messages ending with a user turn, reference answer) -> PROMPT_SCHEMA."""
-    ids = [r[0] for r in rows]
-    if len(set(ids)) != len(ids):
-        raise ValueError("prompt ids must be unique")
-    for pid, _, _, messages, _ in rows:
-        if not messages or messages[-1]["role"] != "user":
-            raise ValueError(f"prompt {pid!r} must end with a user turn")
-    cols = list(zip(*rows)) if rows else [[]] * 5
-    return pa.table([pa.array(c, type=f.type) for c, f in zip(cols, PROMPT_SCHEMA)], schema=PROMPT_SCHEMA)
+from alignline.storage.schemas import TASK_SCHEMA, plain_messages
 
 
 def _rank(key: str) -> str:
@@ -77,7 +57,7 @@ def pair_tasks(prompts: Sequence[dict], first: Side, second: Side, answers_first
         tasks.append({
             "kind": "safety" if prompt["is_safety"] else "helpfulness",
             "prompt_id": prompt["prompt_id"], "is_safety": bool(prompt["is_safety"]),
-            "dialogue": [{"role": m["role"], "content": m["content"]} for m in prompt["messages"]],
+            "dialogue": plain_messages(prompt["messages"]),
             "reference": prompt["reference"], "response_a": ra, "response_b": rb,
             "policy_a": a.policy, "policy_b": b.policy,
             "sampling_a": json.dumps(a.sampling, sort_keys=True), "sampling_b": json.dumps(b.sampling, sort_keys=True),

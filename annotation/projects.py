@@ -116,3 +116,19 @@ def ensure_preference_project(client: LabelStudio, kind: str, title: str, overla
                           maximum_annotations=2 if overlap_share > 0 else 1,
                           overlap_cohort_percentage=int(round(overlap_share * 100)),
                           expert_instruction=INSTRUCTIONS[kind], show_instruction=True, show_skip_button=True)
+
+
+def iteration_progress(client: LabelStudio, titles: Iterable[str], iteration: int) -> tuple[int, int]:
+    """(annotated, total) tasks of one RLHF iteration across the named projects (a task counts once it has an
+    annotation)."""
+    annotated = total = 0
+    for title in titles:
+        project = find_project(client, title)
+        if project is None:
+            continue
+        for task in iter_tasks(client, project):
+            if (task.data or {}).get("iteration") != iteration:
+                continue
+            total += 1
+            annotated += bool(getattr(task, "total_annotations", 0) or 0)
+    return annotated, total

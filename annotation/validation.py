@@ -1,4 +1,4 @@
-"""The comparisons' Great Expectations suite: what a published preference dataset must satisfy.
+"""The comparisons' Great Expectations suite (data quality beyond the contract): what a published preference dataset must satisfy.
 
 One label per task per annotator, a margin level from the paper's four, chosen
 differs from rejected, no empty answers, unique annotation ids. The harvest
@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from alignline.storage.validation import ValidationFailed, ValidationResult, run_suite  # noqa: F401 (re-exported)
 
-from .labeling import MARGIN_LEVELS, SAFETY_CATEGORIES
+from alignline.storage.schemas import MARGIN_LEVELS, SAFETY_CATEGORIES
 
 
 def comparisons_suite():
@@ -34,8 +34,9 @@ def comparisons_suite():
     return suite
 
 
-def validate_comparisons(table: pa.Table, report_path: str | Path) -> ValidationResult:
-    """Run the suite on a COMPARISON_SCHEMA table in an ephemeral GE context; writes the report."""
+def check_comparisons(table: pa.Table, report_path: str | Path) -> ValidationResult:
+    """The data-quality suite on a COMPARISON_SCHEMA table (the contract itself is checked by
+    `storage.schemas.validate_comparisons` when the table is built); writes the GE report."""
     frame = table.select(["comparison_id", "source", "task_id", "annotator", "margin_level", "safety_category",
                           "chosen", "rejected"]).to_pandas()
     frame["chosen_differs"] = frame["chosen"] != frame["rejected"]  # GE has no "pair not equal" expectation

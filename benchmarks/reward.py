@@ -42,8 +42,8 @@ from alignline.services.evaluation import evaluate_reward_models  # noqa: E402
 from alignline.services.evaluation.reward_eval import LEVEL_TITLES  # noqa: E402
 from alignline.services.models import (RewardModel, build_model, load_model, load_tokenizer,  # noqa: E402
                                        reward_model_from_policy, save_model, train_bpe_tokenizer)
-from alignline.services.rewards import RewardScorer, comparison_rows  # noqa: E402
-from alignline.services.rewards.schema import MARGIN_LEVELS  # noqa: E402
+from alignline.services.rewards import RewardScorer  # noqa: E402
+from alignline.storage.schemas import MARGIN_LEVELS, comparison_rows  # noqa: E402
 from alignline.services.training.packing import step_rows  # noqa: E402
 from alignline.services.training import (LaunchOptions, RewardJob, encode_pairs, read_pairs, reward_warmup_steps,  # noqa: E402
                                          split_heldout, total_reward_steps, train_reward, write_pairs)
@@ -160,12 +160,11 @@ def read_rows(args) -> tuple[list, str]:
     """(comparison rows, description): a catalog dataset (e.g. HH-RLHF pairs imported with `alignline harvest
     --hh-rlhf`) when --comparisons names one, else the built-in demo set."""
     if args.comparisons:
-        from alignline.storage import Catalog
+        from alignline.storage import Catalog, DataDir
 
-        name, _, version = args.comparisons.partition("@")
-        catalog = Catalog(Path(args.home) / "lake")
-        ref = catalog.get(name, version or "latest").ref
-        rows = comparison_rows(catalog.read(*ref.split("@", 1)), ref)
+        catalog = Catalog(DataDir(Path(args.home)).lake)
+        ref = catalog.resolve(args.comparisons).ref
+        rows = comparison_rows(catalog.read_ref(ref), ref)
         return rows, f"`{ref}` from `{args.home}` ({len(rows)} pairs)"
     rows = comparison_rows(demo_comparisons_table(args.stdlib_pairs), "comparisons-demo")
     return rows, f"built-in `comparisons-demo` ({args.stdlib_pairs} helpfulness + 90 safety pairs)"

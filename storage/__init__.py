@@ -1,7 +1,11 @@
-"""storage: the lakehouse. Versioned Parquet datasets in a DuckDB catalog, corpus steps, data validation.
+"""storage: the lakehouse. Versioned Parquet datasets in a DuckDB catalog, the data contracts every package
+shares (`schemas`), the data dir's layout (`datadir`), corpus steps, data validation.
 
 Imports nothing of the project above it (no flows, services, annotation, Prefect).
 """
-from .catalog import Catalog, CatalogError, DatasetVersion, content_hash, split_ref, validate_name
+from .catalog import Catalog, CatalogError, DatasetVersion, content_hash, parse_ref, validate_name
+from .datadir import DataDir
+from .schemas import DatasetRef, ModelRef, RefError
 
-__all__ = ["Catalog", "CatalogError", "DatasetVersion", "content_hash", "split_ref", "validate_name"]
+__all__ = ["Catalog", "CatalogError", "DatasetVersion", "content_hash", "parse_ref", "validate_name", "DataDir",
+           "DatasetRef", "ModelRef", "RefError"]

@@ -12,7 +12,6 @@ import fcntl
 import hashlib
 import json
 import os
-import re
 import tempfile
 import time
 from dataclasses import dataclass
@@ -23,7 +22,9 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
+from .schemas import DatasetRef, RefError
+from .schemas import validate_name as _validate_name
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS dataset_versions (
     name VARCHAR NOT NULL,
@@ -61,15 +62,14 @@ class DatasetVersion:
     @property
     def ref(self) -> str:
         """'name@version', the form lineage and registry tags use."""
-        return f"{self.name}@{self.version}"
+        return str(DatasetRef(self.name, self.version))
 
 
 def validate_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise CatalogError(
-            f"dataset name {name!r} is not allowed; allowed: lowercase letters, digits, '_' and '-', "
-            "starting with a letter or digit, at most 64 characters (no '/', '.' or '..')")
-    return name
+    try:
+        return _validate_name(name)
+    except RefError as e:
+        raise CatalogError(str(e)) from None
 
 
 def content_hash(table: pa.Table) -> str:
@@ -82,9 +82,11 @@ def content_hash(table: pa.Table) -> str:
     return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
 
 
-def split_ref(ref: str) -> tuple[str, str]:
-    name, _, version = ref.partition("@")
-    return validate_name(name), version or "latest"
+def parse_ref(ref: str | DatasetRef) -> DatasetRef:
+    try:
+        return DatasetRef.parse(ref)
+    except RefError as e:
+        raise CatalogError(str(e)) from None
 
 
 class Catalog:
@@ -163,6 +165,21 @@ class Catalog:
     def read(self, name: str, version: str | int = "latest") -> pa.Table:
         return pq.read_table(self.get(name, version).path)
 
+    def resolve(self, ref: str | DatasetRef) -> DatasetVersion:
+        """The version a ref names ('name', 'name@latest', 'name@<content id>', 'name@<seq>')."""
+        ref = parse_ref(ref)
+        return self.get(ref.name, ref.version)
+
+    def read_ref(self, ref: str | DatasetRef) -> pa.Table:
+        return pq.read_table(self.resolve(ref).path)
+
+    def find(self, ref: str | DatasetRef) -> DatasetVersion | None:
+        """Like `resolve`, but None when the dataset or version does not exist."""
+        try:
+            return self.resolve(ref)
+        except CatalogError:
+            return None
+
     def versions(self, name: str) -> list[DatasetVersion]:
         validate_name(name)
         with self._connect() as con:
@@ -175,26 +192,21 @@ class Catalog:
 
     def lineage(self, ref: str) -> list[DatasetVersion]:
         """The version and all its ancestors, nearest first (breadth-first, no repeats)."""
-        name, version = split_ref(ref)
         seen: dict[str, DatasetVersion] = {}
-        queue = [self.get(name, version)]
+        queue = [self.resolve(ref)]
         while queue:
             current = queue.pop(0)
             if current.ref in seen:
                 continue
             seen[current.ref] = current
-            queue += [self.get(*split_ref(p)) for p in current.parents]
+            queue += [self.resolve(p) for p in current.parents]
         return list(seen.values())
 
     def _check_ref(self, ref: str) -> str:
-        name, version = split_ref(ref)
-        return self.get(name, version).ref
+        return self.resolve(ref).ref
 
     def _lookup(self, name: str, version: str) -> DatasetVersion | None:
-        try:
-            return self.get(name, version)
-        except CatalogError:
-            return None
+        return self.find(DatasetRef(name, version))
 
 
 def _row_to_version(row: tuple) -> DatasetVersion:

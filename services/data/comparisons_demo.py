@@ -18,7 +18,7 @@ import hashlib
 import numpy as np
 import pyarrow as pa
 
-from alignline.services.rewards.schema import comparisons_table
+from alignline.storage.schemas import comparisons_table
 
 from .default_sft import DESTRUCTIVE_REQUESTS, SAFETY_PHRASINGS, SYSTEM_PROMPT, safety_dialogues, stdlib_dialogues
 
@@ -81,7 +81,7 @@ def safety_pairs() -> list[dict]:
 
 
 def demo_comparisons_table(stdlib_pairs: int = 400) -> pa.Table:
-    """Helpfulness then safety pairs, in the comparisons schema (services/rewards/schema.py)."""
+    """Helpfulness then safety pairs, in the comparisons schema (storage/schemas.py)."""
     return comparisons_table(helpfulness_pairs(stdlib_pairs) + safety_pairs())
 
 

@@ -12,14 +12,7 @@ from typing import Any, Iterable
 
 import pyarrow as pa
 
-from alignline.services.models.chat import ChatFormatError, Message, validate_dialogue
-
-MESSAGE_TYPE = pa.struct([("role", pa.string()), ("content", pa.string())])
-SFT_SCHEMA = pa.schema([("id", pa.string()), ("source", pa.string()), ("messages", pa.list_(MESSAGE_TYPE))])
-
-
-class SFTDataError(ValueError):
-    """A demonstration that cannot be used; the message names the line and the rule."""
+from alignline.storage.schemas import SFT_SCHEMA, Message, SFTDataError, validate_sft, validate_sft_dialogue
 
 
 def to_dialogue(record: Any, where: str) -> list[Message]:
@@ -28,8 +21,6 @@ def to_dialogue(record: Any, where: str) -> list[Message]:
         raise SFTDataError(f"{where}: expected a JSON object, got {type(record).__name__}")
     if "messages" in record:
         messages = record["messages"]
-        if not isinstance(messages, list):
-            raise SFTDataError(f"{where}: 'messages' must be a list of {{role, content}} objects")
     elif "prompt" in record and "response" in record:
         for key in ("prompt", "response", "system"):
             if key in record and record[key] is not None and not isinstance(record[key], str):
@@ -39,14 +30,7 @@ def to_dialogue(record: Any, where: str) -> list[Message]:
     else:
         raise SFTDataError(f"{where}: needs 'prompt' and 'response' (optional 'system'), or 'messages'; "
                            f"got keys {sorted(record)}")
-    try:
-        validate_dialogue(messages)
-    except ChatFormatError as e:
-        raise SFTDataError(f"{where}: {e}") from None
-    for i, m in enumerate(messages):
-        if m["role"] == "assistant" and not m["content"].strip():
-            raise SFTDataError(f"{where}: message {i} is an empty answer")
-    return [{"role": m["role"], "content": m["content"]} for m in messages]
+    return validate_sft_dialogue(messages, where)
 
 
 def read_jsonl(path: str | Path) -> list[list[Message]]:
@@ -74,8 +58,5 @@ def dialogues_table(dialogues: Iterable[list[Message]], source: str | Iterable[s
     return pa.Table.from_pydict({"id": ids, "source": sources, "messages": dialogues}, schema=SFT_SCHEMA)
 
 
-def table_dialogues(table: pa.Table) -> list[list[Message]]:
-    missing = {"messages"} - set(table.column_names)
-    if missing:
-        raise SFTDataError(f"SFT table lacks columns {sorted(missing)}; has {table.column_names}")
-    return [to_dialogue({"messages": m}, f"row {i}") for i, m in enumerate(table.column("messages").to_pylist())]
+def table_dialogues(table: pa.Table, name: str = "SFT table") -> list[list[Message]]:
+    return validate_sft(table, name)

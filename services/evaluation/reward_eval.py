@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from alignline.services.rewards.schema import MARGIN_LEVELS, Comparison
+from alignline.storage.schemas import MARGIN_LEVELS, Comparison
 
 LEVEL_TITLES = {"significantly_better": "Significantly Better", "better": "Better",
                 "slightly_better": "Slightly Better", "negligibly_better": "Negligibly Better / Unsure"}

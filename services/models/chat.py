@@ -8,20 +8,12 @@ follows the text exactly whichever template produced it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Sequence, TypedDict
+from typing import Literal, Sequence
 
-Role = Literal["system", "user", "assistant"]
+from alignline.storage.schemas import ChatFormatError, Message, Role, validate_dialogue  # noqa: F401 (the dialogue contract)
+
 TrainOn = Literal["all", "last"]
 IGNORE_INDEX = -100  # label value torch's cross_entropy skips
-
-
-class Message(TypedDict):
-    role: Role
-    content: str
-
-
-class ChatFormatError(ValueError):
-    """A dialogue whose roles are out of order, or a template the mask cannot follow."""
 
 
 # meta-llama/llama generation.py: B_INST, E_INST, B_SYS, E_SYS.
@@ -54,24 +46,6 @@ class EncodedDialogue:
     @property
     def num_trained(self) -> int:
         return sum(1 for x in self.labels if x != IGNORE_INDEX)
-
-
-def validate_dialogue(messages: Sequence[Message], for_generation: bool = False) -> None:
-    """Optional system first, then user/assistant alternating; training ends on assistant, generation on user."""
-    if not messages:
-        raise ChatFormatError("a dialogue needs at least one message")
-    turns = list(messages[1:] if messages[0].get("role") == "system" else messages)
-    for i, m in enumerate(turns):
-        want = "user" if i % 2 == 0 else "assistant"
-        if not isinstance(m, dict) or m.get("role") != want:
-            got = m.get("role") if isinstance(m, dict) else type(m).__name__
-            raise ChatFormatError(f"message {i + len(messages) - len(turns)} has role {got!r}; allowed: {want!r} "
-                                  "(optional system first, then user and assistant alternating)")
-        if not isinstance(m.get("content"), str):
-            raise ChatFormatError(f"message {i + len(messages) - len(turns)} content must be a string")
-    last = "user" if for_generation else "assistant"
-    if not turns or turns[-1]["role"] != last:
-        raise ChatFormatError(f"a dialogue for {'generation' if for_generation else 'training'} must end with a {last!r} message")
 
 
 def llama2_segments(messages: Sequence[Message]) -> list[tuple[str, bool]]:

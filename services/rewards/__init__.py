@@ -1,4 +1,4 @@
-"""rewards: the comparisons contract, the combined Llama 2 reward and the batched scoring API."""
+"""rewards: the combined Llama 2 reward and the batched scoring API (the comparisons contract is `storage.schemas`)."""
 from __future__ import annotations
 
 from typing import Protocol, Sequence
@@ -9,8 +9,6 @@ from alignline.services.models.chat import Message
 
 from .combine import combine_rewards, combined_reward, logit, whiten
 from .encoding import encode_response, pad_batch
-from .schema import (COMPARISON_COLUMNS, COMPARISON_SCHEMA, MARGIN_LEVELS, SAFETY_CATEGORIES, Comparison,
-                     ComparisonDataError, comparison_rows, comparisons_table, parse_prompt, validate_comparisons)
 from .scorer import CombinedScorer, RewardScorer
 
 
@@ -25,6 +23,4 @@ class Scorer(Protocol):
 
 
 __all__ = ["Scorer", "combine_rewards", "combined_reward", "logit", "whiten", "encode_response", "pad_batch",
-           "COMPARISON_COLUMNS", "COMPARISON_SCHEMA", "MARGIN_LEVELS", "SAFETY_CATEGORIES", "Comparison",
-           "ComparisonDataError", "comparison_rows", "comparisons_table", "parse_prompt", "validate_comparisons",
            "CombinedScorer", "RewardScorer"]

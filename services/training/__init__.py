@@ -16,19 +16,19 @@ from .optimization import build_adamw, cosine_lr_factor, cosine_with_warmup
 from .packing import PackedRows, pack_dialogues, pack_documents, step_rows
 from .pretrain import PretrainJob, pretrain_loop, train_pretrain
 from .sft import SFTJob, encode_sft_rows, sft_loop, total_sft_steps, train_sft, write_sft_rows
-from .reward import (PairRows, RewardJob, encode_pairs, margin_ranking_loss, margins_for, mix_helpfulness,
+from .reward import (PairRows, RewardJob, drop_unusable, encode_pairs, margin_ranking_loss, margins_for, mix_helpfulness,
                      mix_safety, read_pairs, reward_loop, reward_warmup_steps, split_heldout, total_reward_steps,
                      train_reward, write_pairs)
 from .step import StepResult, optimizer_step, token_loss_sum
-from .tracking import MetricsLogger, end_run, start_run
+
 
 __all__ = ["latest_checkpoint", "load_checkpoint", "save_checkpoint", "LaunchOptions", "WorkerContext", "launch",
            "build_adamw", "cosine_lr_factor", "cosine_with_warmup", "PackedRows", "pack_dialogues", "pack_documents",
-           "step_rows", "PretrainJob", "pretrain_loop", "train_pretrain", "SFTJob", "encode_sft_rows", "sft_loop",
+           "step_rows", "drop_unusable", "PretrainJob", "pretrain_loop", "train_pretrain", "SFTJob", "encode_sft_rows", "sft_loop",
            "total_sft_steps", "train_sft", "write_sft_rows", "PairRows", "RewardJob", "encode_pairs",
            "margin_ranking_loss", "margins_for", "mix_helpfulness", "mix_safety", "read_pairs", "reward_loop",
            "reward_warmup_steps", "split_heldout", "total_reward_steps", "train_reward", "write_pairs", "StepResult",
-           "optimizer_step", "token_loss_sum", "MetricsLogger", "end_run", "start_run",
+           "optimizer_step", "token_loss_sum",
            "ANSWER_TEMPLATES", "DistillationResult", "context_distillation_samples", "keep_distilled", "preprompt_for",
            "with_preprompt", "CONSTRAINTS", "GAttDialogue", "Instruction", "gatt_training_dialogues",
            "ghost_attention_dialogues", "instruction_adherence", "sample_gatt_answers", "sample_instruction", "PPOJob",

@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 import pyarrow as pa
 import torch
 
-from alignline.services.data.sft_records import MESSAGE_TYPE
+from alignline.storage.schemas import MESSAGE_TYPE
 from alignline.services.models.chat import Message
 
 POOL_SCHEMA = pa.schema([("id", pa.string()), ("source", pa.string()), ("messages", pa.list_(MESSAGE_TYPE)),
@@ -53,7 +53,7 @@ class PromptSet:
     def from_table(cls, table: pa.Table) -> "PromptSet":
         """A prompts dataset: `id` or `prompt_id`; `messages` (list of {role, content}) or `prompt` (JSON messages
         or plain text); `is_safety`; optional `category` / `safety_category`."""
-        from alignline.services.rewards.schema import parse_prompt
+        from alignline.storage.schemas import parse_prompt
 
         rows = table.to_pylist()
         ids = [str(r.get("id", r.get("prompt_id"))) for r in rows]

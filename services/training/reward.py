@@ -27,13 +27,13 @@ from alignline.config.reward import MARGIN_TABLES, RewardConfig
 from alignline.services.models.factory import load_model, load_tokenizer
 from alignline.services.models.reward_model import RewardModel, reward_model_from_policy, save_reward_model
 from alignline.services.rewards.encoding import encode_response
-from alignline.services.rewards.schema import Comparison
+from alignline.storage.schemas import UNUSABLE_SAFETY_CATEGORIES, Comparison
 
 from .checkpoint import checkpoint_extra, latest_checkpoint, load_checkpoint, save_checkpoint
 from .launch import LaunchOptions, WorkerContext, launch
 from .optimization import build_adamw, cosine_with_warmup
 from .packing import step_rows
-from .tracking import MetricsLogger
+from alignline.services.tracking import MetricsLogger
 
 
 # -- loss ------------------------------------------------------------------------------------------------------
@@ -90,6 +90,13 @@ def mix_safety(data: pa.Table | Sequence[dict], helpful_share: float, seed: int 
     pool = [r for r in rows if not r["is_safety"]]
     extra = _sample(pool, round(len(base) * helpful_share / (1 - helpful_share)), seed)
     return base + extra, {"safety": len(base), "helpful": len(extra), "total": len(base) + len(extra)}
+
+
+def drop_unusable(rows: Sequence[Comparison]) -> tuple[list[Comparison], int]:
+    """Llama 2 §3.2.1: no pairs whose chosen answer is unsafe and the other safe (annotators may record them; a
+    harvest configured to keep them publishes them). -> (usable rows, how many were dropped)."""
+    kept = [r for r in rows if r["safety_category"] not in UNUSABLE_SAFETY_CATEGORIES]
+    return kept, len(rows) - len(kept)
 
 
 def split_heldout(rows: Sequence[Comparison], share: float, seed: int = 0) -> tuple[list[Comparison], list[Comparison]]:

@@ -2,7 +2,8 @@
 import pyarrow as pa
 import pytest
 
-from alignline.annotation import Judgement, agreement, comparisons_table, parse_tasks, result_for, validate_comparisons
+from alignline.annotation import Judgement, agreement, check_comparisons, parse_tasks, result_for
+from alignline.storage.schemas import comparisons_table
 from alignline.annotation.harvest import Ledger, decode_ids, drop_unsafe_chosen, encode_ids, one_label_per_annotator
 
 DATA = {"prompt_id": "p1", "dialogue": [{"role": "user", "content": "q?"}], "response_a": "A text",
@@ -58,10 +59,10 @@ def test_ledger_ranges_roundtrip(tmp_path):
 def test_validation_catches_double_labels_missing_margin_and_same_answers(tmp_path):
     good = {"comparison_id": "c1", "source": "s", "task_id": 1, "annotator": "x", "chosen": "a", "rejected": "b",
             "margin_level": "better", "safety_category": None}
-    assert validate_comparisons(comparisons_table([good]), tmp_path / "ok.json").success
+    assert check_comparisons(comparisons_table([good]), tmp_path / "ok.json").success
     bad = comparisons_table([good, {**good, "comparison_id": "c2"}, {**good, "comparison_id": "c3", "task_id": 2,
                              "margin_level": None}, {**good, "comparison_id": "c4", "task_id": 3, "rejected": "a"}])
-    result = validate_comparisons(bad, tmp_path / "bad.json")
+    result = check_comparisons(bad, tmp_path / "bad.json")
     failed = " ".join(result.failed)
     assert not result.success and (tmp_path / "bad.json").is_file()
     assert "compound_columns_to_be_unique" in failed and "not_be_null(margin_level)" in failed and "chosen_differs" in failed

@@ -3,9 +3,21 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from alignline.annotation import MARGIN_LEVELS, Judgement, label_config, parse_result, result_for
-from alignline.annotation.bot import Oracle, closeness, is_destructive, margin_level
-from alignline.annotation.labeling import ResultError
+from alignline.annotation import Judgement, label_config, parse_result, result_for
+from alignline.annotation.bot import Oracle as _Oracle
+from alignline.annotation.bot import margin_level
+from alignline.annotation.labeling import MARGIN_CHOICES, SAFETY_CHOICES, ResultError
+from alignline.services.evaluation.judges import closeness, is_destructive
+from alignline.storage.schemas import MARGIN_LEVELS, SAFETY_CATEGORIES
+
+
+def Oracle():  # noqa: N802 (the scripted annotator with the evaluation's judges, as the annotate flow builds it)
+    return _Oracle(closeness, is_destructive)
+
+
+def test_labeling_choices_map_onto_the_contracts_enums():
+    assert sorted(MARGIN_CHOICES.values()) == sorted(MARGIN_LEVELS)
+    assert sorted(SAFETY_CHOICES.values()) == sorted(SAFETY_CATEGORIES)
 
 
 @pytest.mark.parametrize("kind", ["helpfulness", "safety"])

@@ -1,7 +1,8 @@
 """Prompt batches, pair tasks, and the import's retries against a Label Studio that fails (no servers)."""
 import pytest
 
-from alignline.annotation import Side, import_tasks, pair_tasks, prompt_table, select_prompts, task_key
+from alignline.annotation import Side, import_tasks, pair_tasks, select_prompts, task_key
+from alignline.storage.schemas import PromptDataError, prompt_table
 
 PROMPTS = prompt_table([(f"h{i}", "t", False, [{"role": "user", "content": f"q{i}"}], f"r{i}") for i in range(20)]
                        + [(f"s{i}", "t", True, [{"role": "user", "content": f"delete {i}"}], "no") for i in range(8)])

@@ -4,8 +4,8 @@ import pyarrow as pa
 import pytest
 
 from alignline.services.data import demo_comparisons_table
-from alignline.services.rewards import (COMPARISON_COLUMNS, ComparisonDataError, comparison_rows, comparisons_table,
-                                        parse_prompt)
+from alignline.storage.schemas import (COMPARISON_COLUMNS, COMPARISON_SCHEMA, SAFETY_CATEGORIES, ComparisonDataError,
+                                       DatasetRef, ModelRef, RefError, comparison_rows, comparisons_table, parse_prompt)
 
 
 def test_prompt_is_a_json_message_list_or_plain_text():
@@ -28,7 +28,8 @@ def test_validation_names_the_column_and_the_rule():
     with pytest.raises(ComparisonDataError, match="chosen and rejected are the same"):
         comparison_rows(comparisons_table([{**row, "rejected": "a"}]))
     with pytest.raises(ComparisonDataError, match="is_safety has type string"):
-        comparison_rows(comparisons_table([row]).set_column(5, "is_safety", pa.array(["no"])))
+        table = comparisons_table([row])
+        comparison_rows(table.set_column(table.schema.get_field_index("is_safety"), "is_safety", pa.array(["no"])))
 
 
 def test_demo_comparisons_conform_and_cover_every_level_and_category():
@@ -46,5 +47,34 @@ def test_prompt_column_of_message_structs_is_accepted():
     message = pa.struct([("role", pa.string()), ("content", pa.string())])
     table = comparisons_table([{"prompt": "q", "chosen": "a", "rejected": "b", "margin_level": "better",
                                 "safety_category": None, "is_safety": False, "source": "hh-rlhf:x.jsonl"}])
-    table = table.set_column(0, "prompt", pa.array([[{"role": "user", "content": "hello"}]], pa.list_(message)))
+    table = table.set_column(table.schema.get_field_index("prompt"), "prompt",
+                             pa.array([[{"role": "user", "content": "hello"}]], pa.list_(message)))
     assert comparison_rows(table)[0]["prompt"] == [{"role": "user", "content": "hello"}]
+    assert table.schema == COMPARISON_SCHEMA
+
+
+def test_a_json_text_prompt_column_is_accepted():
+    row = {"prompt": "q", "chosen": "a", "rejected": "b", "margin_level": "better", "safety_category": None,
+           "is_safety": False, "source": "x"}
+    table = pa.table({**{k: [v] for k, v in row.items()}, "safety_category": pa.array([None], pa.string()),
+                      "prompt": [json.dumps([{"role": "user", "content": "hi"}])]})
+    assert comparison_rows(table)[0]["prompt"] == [{"role": "user", "content": "hi"}]
+
+
+@pytest.mark.parametrize("category", SAFETY_CATEGORIES)
+def test_every_safety_category_an_annotator_can_pick_is_in_the_contract(category):
+    row = {"prompt": "q", "chosen": "a", "rejected": "b", "margin_level": "better", "safety_category": category,
+           "is_safety": True, "source": "annotators"}
+    assert comparison_rows(comparisons_table([row]))[0]["safety_category"] == category
+
+
+def test_refs_parse_and_format():
+    assert DatasetRef.parse("prompts-default@abc123") == DatasetRef("prompts-default", "abc123")
+    assert DatasetRef.parse("corpus") == DatasetRef("corpus", "latest")
+    assert str(DatasetRef("corpus", "7")) == "corpus@7"
+    assert ModelRef.parse("policy/3") == ModelRef("policy", "3") and str(ModelRef("rm-safety", "2")) == "rm-safety/2"
+    for bad in ("policy", "policy/", "/3", "a/b/c"):
+        with pytest.raises(RefError, match="allowed: NAME/VERSION"):
+            ModelRef.parse(bad)
+    with pytest.raises(RefError, match="is not allowed"):
+        DatasetRef.parse("../etc@1")

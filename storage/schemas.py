@@ -1,0 +1,308 @@
+"""The data contracts: every Arrow schema, enum and ref type shared by more than one package, one validator each.
+
+`annotation`, `services` and `flows` import these; nobody redefines them.
+
+| contract | schema | validator | made by | read by |
+|---|---|---|---|---|
+| a dialogue | `Message` list | `validate_dialogue` | everyone | chat format, SFT, RMs |
+| prompts | `PROMPT_SCHEMA` | `validate_prompts` | collect, import | collect, RLHF, evaluate |
+| pair tasks | `TASK_SCHEMA` | (built by `annotation.pairs`) | collect | harvest (lineage) |
+| comparisons | `COMPARISON_SCHEMA` (required: `COMPARISON_COLUMNS`) | `validate_comparisons` | harvest, HH import, demo set | reward flow |
+| SFT demonstrations | `SFT_SCHEMA` | `validate_sft` | SFT flow, RLHF stages | SFT recipe |
+
+Refs: a dataset version is `name@version` (`DatasetRef`), a model version `name/version` (`ModelRef`).
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Literal, Sequence, TypedDict
+
+import pyarrow as pa
+
+# -- enums ---------------------------------------------------------------------------------------------
+Kind = Literal["helpfulness", "safety"]
+KINDS: tuple[Kind, ...] = ("helpfulness", "safety")
+
+# Llama 2 §3.2.1 / Table 27: the four rating levels, strongest first.
+MARGIN_LEVELS = ("significantly_better", "better", "slightly_better", "negligibly_better")
+
+# Llama 2 §3.2.1: three safety bins (18% / 47% / 35%) and a fourth, "chosen unsafe, the other safe", which
+# annotators can record but the paper does not train on (`annotation.drop_safety_categories` drops it at harvest;
+# the reward flow drops what is left of it when mixing, counted).
+SAFETY_CATEGORIES = ("chosen_safe_rejected_unsafe", "both_safe", "both_unsafe", "chosen_unsafe_rejected_safe")
+UNUSABLE_SAFETY_CATEGORIES = ("chosen_unsafe_rejected_safe",)
+
+Role = Literal["system", "user", "assistant"]
+
+
+class Message(TypedDict):
+    role: Role
+    content: str
+
+
+# -- refs ----------------------------------------------------------------------------------------------
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
+
+
+class RefError(ValueError):
+    """A dataset or model ref that cannot be parsed; the message names the allowed form."""
+
+
+def validate_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise RefError(
+            f"dataset name {name!r} is not allowed; allowed: lowercase letters, digits, '_' and '-', "
+            "starting with a letter or digit, at most 64 characters (no '/', '.' or '..')")
+    return name
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """`name@version` of a catalog dataset; version is a content id, a sequence number or 'latest'."""
+    name: str
+    version: str = "latest"
+
+    @classmethod
+    def parse(cls, text: "str | DatasetRef") -> "DatasetRef":
+        if isinstance(text, DatasetRef):
+            return text
+        if not isinstance(text, str) or not text.strip():
+            raise RefError(f"dataset ref {text!r} is not allowed; allowed: NAME or NAME@VERSION")
+        name, _, version = text.strip().partition("@")
+        return cls(validate_name(name), version or "latest")
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """`name/version` of a registered model; version is a number or an alias ('champion', 'candidate', 'latest')."""
+    name: str
+    version: str
+
+    @classmethod
+    def parse(cls, text: "str | ModelRef") -> "ModelRef":
+        if isinstance(text, ModelRef):
+            return text
+        name, sep, version = str(text).strip().partition("/")
+        if not sep or not name or not version or "/" in version:
+            raise RefError(f"model ref {text!r} is not allowed; allowed: NAME/VERSION (e.g. policy/3)")
+        return cls(name, version)
+
+    @classmethod
+    def is_ref(cls, text: str) -> bool:
+        try:
+            cls.parse(text)
+            return True
+        except RefError:
+            return False
+
+    def __str__(self) -> str:
+        return f"{self.name}/{self.version}"
+
+
+# -- dialogues -----------------------------------------------------------------------------------------
+MESSAGE_TYPE = pa.struct([("role", pa.string()), ("content", pa.string())])
+
+
+class ChatFormatError(ValueError):
+    """A dialogue whose roles are out of order, or a template the mask cannot follow."""
+
+
+def validate_dialogue(messages: Sequence[Message], for_generation: bool = False) -> None:
+    """Optional system first, then user/assistant alternating; training ends on assistant, generation on user."""
+    if not messages:
+        raise ChatFormatError("a dialogue needs at least one message")
+    turns = list(messages[1:] if isinstance(messages[0], dict) and messages[0].get("role") == "system" else messages)
+    for i, m in enumerate(turns):
+        want = "user" if i % 2 == 0 else "assistant"
+        if not isinstance(m, dict) or m.get("role") != want:
+            got = m.get("role") if isinstance(m, dict) else type(m).__name__
+            raise ChatFormatError(f"message {i + len(messages) - len(turns)} has role {got!r}; allowed: {want!r} "
+                                  "(optional system first, then user and assistant alternating)")
+        if not isinstance(m.get("content"), str):
+            raise ChatFormatError(f"message {i + len(messages) - len(turns)} content must be a string")
+    last = "user" if for_generation else "assistant"
+    if not turns or turns[-1]["role"] != last:
+        raise ChatFormatError(f"a dialogue for {'generation' if for_generation else 'training'} must end with a {last!r} message")
+
+
+def plain_messages(messages: Sequence[Message]) -> list[Message]:
+    """Only role and content (Arrow structs and imported records may carry more keys)."""
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+# -- prompts -------------------------------------------------------------------------------------------
+PROMPT_SCHEMA = pa.schema([("prompt_id", pa.string()), ("source", pa.string()), ("is_safety", pa.bool_()),
+                           ("messages", pa.list_(MESSAGE_TYPE)), ("reference", pa.string())])
+
+
+class PromptDataError(ValueError):
+    """A prompt table or row that breaks the contract."""
+
+
+def validate_prompts(table: pa.Table, name: str = "prompts") -> None:
+    """Raise PromptDataError unless `table` has PROMPT_SCHEMA's columns, unique ids, and dialogues ending on a user turn."""
+    missing = [f.name for f in PROMPT_SCHEMA if f.name not in table.column_names]
+    if missing:
+        raise PromptDataError(f"{name} lacks columns {missing}; required: {PROMPT_SCHEMA.names}")
+    ids = table.column("prompt_id").to_pylist()
+    if len(set(ids)) != len(ids):
+        raise PromptDataError(f"{name}: prompt ids must be unique")
+    for pid, messages in zip(ids, table.column("messages").to_pylist()):
+        try:
+            validate_dialogue(messages or [], for_generation=True)
+        except ChatFormatError as e:
+            raise PromptDataError(f"{name} prompt {pid!r}: {e}") from None
+
+
+def prompt_table(rows: Sequence[tuple[str, str, bool, list[dict], str | None]]) -> pa.Table:
+    """(prompt_id, source, is_safety, messages ending with a user turn, reference answer) -> PROMPT_SCHEMA."""
+    cols = list(zip(*rows)) if rows else [[]] * 5
+    table = pa.table([pa.array(c, type=f.type) for c, f in zip(cols, PROMPT_SCHEMA)], schema=PROMPT_SCHEMA)
+    validate_prompts(table)
+    return table
+
+
+# -- pair tasks ----------------------------------------------------------------------------------------
+TASK_SCHEMA = pa.schema([
+    ("task_key", pa.string()), ("kind", pa.string()), ("prompt_id", pa.string()), ("is_safety", pa.bool_()),
+    ("dialogue", pa.list_(MESSAGE_TYPE)), ("reference", pa.string()),
+    ("response_a", pa.string()), ("response_b", pa.string()), ("policy_a", pa.string()), ("policy_b", pa.string()),
+    ("sampling_a", pa.string()), ("sampling_b", pa.string()), ("iteration", pa.int64()), ("batch", pa.int64()),
+])
+
+
+# -- comparisons ---------------------------------------------------------------------------------------
+# The full schema a harvest (or an import) publishes: the comparison and where it came from.
+COMPARISON_SCHEMA = pa.schema([
+    ("comparison_id", pa.string()), ("source", pa.string()), ("kind", pa.string()), ("prompt_id", pa.string()),
+    ("prompt", pa.list_(MESSAGE_TYPE)), ("chosen", pa.string()), ("rejected", pa.string()),
+    ("margin_level", pa.string()), ("safety_category", pa.string()), ("is_safety", pa.bool_()),
+    ("annotator", pa.string()), ("lead_time_s", pa.float64()), ("task_id", pa.int64()),
+    ("annotation_id", pa.int64()), ("chosen_policy", pa.string()), ("rejected_policy", pa.string()),
+    ("iteration", pa.int64()), ("batch", pa.int64()), ("tasks_ref", pa.string()), ("created_at", pa.string()),
+])
+# The columns a reward model needs (Llama 2 §3.2.1): column -> (Arrow type, may be null). `prompt` is a list of
+# messages ending with a user turn; a JSON string of that list, or plain text (one user turn), is accepted too.
+COMPARISON_COLUMNS: dict[str, tuple[pa.DataType, bool]] = {
+    "prompt": (pa.list_(MESSAGE_TYPE), False),
+    "chosen": (pa.string(), False),
+    "rejected": (pa.string(), False),
+    "margin_level": (pa.string(), False),
+    "safety_category": (pa.string(), True),
+    "is_safety": (pa.bool_(), False),
+    "source": (pa.string(), False),
+}
+
+
+class ComparisonDataError(ValueError):
+    """A comparisons table or row that breaks the contract; the message names column, row and rule."""
+
+
+class Comparison(TypedDict):
+    prompt: list[Message]
+    chosen: str
+    rejected: str
+    margin_level: str
+    safety_category: str | None
+    is_safety: bool
+    source: str
+
+
+def parse_prompt(value: str | list, where: str = "prompt") -> list[Message]:
+    """A list of messages (context ending with a user turn), its JSON text, or plain text (one user turn)."""
+    if isinstance(value, list):
+        messages = value
+    else:
+        text = (value or "").strip()
+        messages = None
+        if text.startswith("["):
+            try:
+                messages = json.loads(text)
+            except json.JSONDecodeError:
+                messages = None  # plain text that happens to start with '['
+        if not isinstance(messages, list):
+            return [{"role": "user", "content": value}]
+    try:
+        validate_dialogue(messages, for_generation=True)
+    except ChatFormatError as e:
+        raise ComparisonDataError(f"{where}: {e}") from None
+    return plain_messages(messages)
+
+
+def validate_comparisons(table: pa.Table, name: str = "comparisons") -> None:
+    """Raise ComparisonDataError unless `table` has COMPARISON_COLUMNS with allowed types and values
+    (extra columns are fine)."""
+    missing = [c for c in COMPARISON_COLUMNS if c not in table.column_names]
+    if missing:
+        raise ComparisonDataError(f"{name} lacks columns {missing}; required: {list(COMPARISON_COLUMNS)} "
+                                  f"(storage/schemas.py COMPARISON_COLUMNS); has {table.column_names}")
+    for column, (want, nullable) in COMPARISON_COLUMNS.items():
+        got = table.schema.field(column).type
+        text_prompt = column == "prompt" and (pa.types.is_string(got) or pa.types.is_large_string(got))
+        if got != want and not text_prompt and not (pa.types.is_large_string(got) and want == pa.string()):
+            raise ComparisonDataError(f"{name}.{column} has type {got}; allowed: {want}")
+        if not nullable and table.column(column).null_count:
+            raise ComparisonDataError(f"{name}.{column} has {table.column(column).null_count} null values; allowed: none")
+    for column, allowed in (("margin_level", MARGIN_LEVELS), ("safety_category", SAFETY_CATEGORIES)):
+        values = set(table.column(column).to_pylist()) - {None}
+        bad = sorted(values - set(allowed))
+        if bad:
+            raise ComparisonDataError(f"{name}.{column} has value {bad[0]!r}; allowed: {', '.join(allowed)}")
+
+
+def comparison_rows(table: pa.Table, name: str = "comparisons") -> list[Comparison]:
+    """Validated rows with the prompt parsed into messages; pairs with chosen == rejected are refused."""
+    validate_comparisons(table, name)
+    rows: list[Comparison] = []
+    for i, r in enumerate(table.select(list(COMPARISON_COLUMNS)).to_pylist()):
+        if r["chosen"] == r["rejected"]:
+            raise ComparisonDataError(f"{name} row {i}: chosen and rejected are the same text; allowed: different answers")
+        rows.append(Comparison(prompt=parse_prompt(r["prompt"], f"{name} row {i} prompt"), chosen=r["chosen"],
+                               rejected=r["rejected"], margin_level=r["margin_level"],
+                               safety_category=r["safety_category"], is_safety=bool(r["is_safety"]),
+                               source=r["source"]))
+    return rows
+
+
+def comparisons_table(rows: Sequence[dict]) -> pa.Table:
+    """Rows (prompt as messages or text; missing provenance columns null) -> COMPARISON_SCHEMA.
+    Builds only: publishers call `validate_comparisons` before publishing."""
+    def prompt(p) -> list[Message]:
+        return parse_prompt(p) if p is not None else []
+
+    return pa.Table.from_pylist([{f.name: prompt(r.get("prompt")) if f.name == "prompt" else r.get(f.name)
+                                  for f in COMPARISON_SCHEMA} for r in rows], schema=COMPARISON_SCHEMA)
+
+
+# -- SFT demonstrations --------------------------------------------------------------------------------
+SFT_SCHEMA = pa.schema([("id", pa.string()), ("source", pa.string()), ("messages", pa.list_(MESSAGE_TYPE))])
+
+
+class SFTDataError(ValueError):
+    """A demonstration that cannot be used; the message names the line or row and the rule."""
+
+
+def validate_sft_dialogue(messages, where: str) -> list[Message]:
+    """One demonstration -> its messages (system?, user, assistant, ...), or SFTDataError naming `where`."""
+    if not isinstance(messages, list):
+        raise SFTDataError(f"{where}: 'messages' must be a list of {{role, content}} objects")
+    try:
+        validate_dialogue(messages)
+    except ChatFormatError as e:
+        raise SFTDataError(f"{where}: {e}") from None
+    for i, m in enumerate(messages):
+        if m["role"] == "assistant" and not m["content"].strip():
+            raise SFTDataError(f"{where}: message {i} is an empty answer")
+    return plain_messages(messages)
+
+
+def validate_sft(table: pa.Table, name: str = "sft") -> list[list[Message]]:
+    """The table's dialogues, each validated; raises SFTDataError naming the row."""
+    if "messages" not in table.column_names:
+        raise SFTDataError(f"{name} lacks columns ['messages']; has {table.column_names}")
+    return [validate_sft_dialogue(m, f"{name} row {i}") for i, m in enumerate(table.column("messages").to_pylist())]
