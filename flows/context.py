@@ -1,7 +1,8 @@
-"""What a flow needs from the run config: the catalog, the registry, the servers' addresses.
+"""What a flow needs from the run config: the data dir, the catalog, the registry, the servers' addresses.
 
-Flows build these parts here and pass them into `storage`, `annotation` and
-`services` functions, which never read the config or import Prefect themselves.
+Flows build these parts here and pass plain values (paths, refs, config
+sections, URIs) into their tasks, which call `storage`, `annotation` and
+`services`; those never read the run config or import Prefect themselves.
 """
 from __future__ import annotations
 
@@ -12,24 +13,29 @@ from pathlib import Path
 
 from alignline.config import RunConfig
 from alignline.infra import paths as infra_paths
-from alignline.storage import Catalog
+from alignline.storage import Catalog, DataDir
+
+
+def label_studio_token(home: str | Path) -> str:
+    """The admin API token `alignline up` generated (read where it is used: never a task or flow parameter)."""
+    return infra_paths.read_secret(Path(home), "label-studio")["token"]
 
 
 @dataclass
 class RunContext:
     cfg: RunConfig
 
-    @property
-    def home(self) -> Path:
-        return self.cfg.home
+    @cached_property
+    def data(self) -> DataDir:
+        return DataDir(self.cfg.home)
 
     @cached_property
     def catalog(self) -> Catalog:
-        return Catalog(self.home / "lake")
+        return Catalog(self.data.lake)
 
     @property
     def mlflow_uri(self) -> str:
-        return self.cfg.servers.url(self.cfg.servers.mlflow_port)
+        return self.cfg.servers.mlflow_uri or self.cfg.servers.url(self.cfg.servers.mlflow_port)
 
     @cached_property
     def registry(self):
@@ -46,13 +52,13 @@ class RunContext:
         return self.cfg.servers.url(self.cfg.servers.label_studio_port)
 
     def label_studio_token(self) -> str:
-        return infra_paths.read_secret(self.home, "label-studio")["token"]
+        return label_studio_token(self.cfg.home)
 
-    def work_dir(self, *parts: str) -> Path:
-        """Scratch space for a stage (checkpoints, downloads); under the data dir."""
-        path = self.home.joinpath("work", *parts)
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+    def work(self, stage: str, *sections: str, key: str = "") -> str:
+        """A stage's work dir, keyed on the config sections it reads and its inputs (`key`): same inputs, same
+        folder, so a rerun resumes from its checkpoints; an unrelated setting changed keeps it."""
+        name = "-".join(p for p in (self.cfg.digest(*sections), key) if p)
+        return str(self.data.work(stage, name))
 
     def launch_options(self, section, name: str):
         """How a recipe runs, from its config section (use_ray, num_workers, use_gpu, cpus_per_worker,
@@ -62,7 +68,7 @@ class RunContext:
         if section.use_ray:
             self.init_ray()
         return LaunchOptions(use_ray=section.use_ray, num_workers=section.num_workers, use_gpu=section.use_gpu,
-                             cpus_per_worker=section.cpus_per_worker, storage_path=str(self.work_dir("ray")),
+                             cpus_per_worker=section.cpus_per_worker, storage_path=str(self.data.ray_storage),
                              name=name, max_failures=getattr(section, "max_failures", 0))
 
     def init_ray(self) -> None:

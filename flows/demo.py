@@ -16,6 +16,9 @@ from rich.console import Console
 from rich.table import Table
 
 from alignline.config import RunConfig
+from alignline.flows.context import RunContext
+from alignline.storage import DataDir, ModelRef
+from alignline.storage.ledger import StepLedger
 
 console = Console()
 ITERATIONS = (1, 2)
@@ -40,7 +43,7 @@ def _stages(cfg: RunConfig) -> list[tuple[str, Callable[[dict], dict[str, Any]]]
     from alignline.flows.sft import run_sft
 
     def version_of(ref: str) -> str:
-        return ref.split("/", 1)[1]
+        return ModelRef.parse(ref).version
 
     stages: list[tuple[str, Callable[[dict], dict[str, Any]]]] = [
         ("corpus", lambda done: run_corpus(cfg)),
@@ -58,19 +61,22 @@ def _stages(cfg: RunConfig) -> list[tuple[str, Callable[[dict], dict[str, Any]]]
 
 
 def run_demo(cfg: RunConfig) -> int:
-    from alignline.flows.cli import require_servers
-    from alignline.infra import up
+    from alignline.infra import prefect_server, require_up, up
 
     timings: list[tuple[str, float, str]] = []
     started = time.monotonic()
     console.rule("[bold]alignline demo: servers")
     up(cfg, say=lambda msg: console.log(msg))
     timings.append(("servers up", time.monotonic() - started, "ran"))
-    require_servers(cfg)  # points Prefect at the server: before anything imports prefect
-    from alignline.flows.iteration import Ledger
+    require_up(cfg)
+    with prefect_server(cfg):  # every stage's flow runs land on the server engineers watch
+        _run_stages(cfg, timings)
+    return 0
 
+
+def _run_stages(cfg: RunConfig, timings: list[tuple[str, float, str]]) -> None:
     stages = _stages(cfg)
-    ledger = Ledger(cfg.home, "demo", tuple(name for name, _ in stages))
+    ledger = StepLedger(DataDir(cfg.home).iteration_ledger("demo"), [name for name, _ in stages], iteration="demo")
     for name, stage in stages:
         if ledger.done(name):  # a rerun reports the seconds the stage took when it ran
             timings.append((name, float(ledger.data["steps"][name].get("stage_seconds", 0.0)), "done earlier"))
@@ -88,22 +94,19 @@ def run_demo(cfg: RunConfig) -> int:
                                        indent=2, default=str))
     _log_to_mlflow(cfg, timings, summary_file)
     console.print(f"summary written to {summary_file} and logged to MLflow (experiment 'demo')")
-    return 0
 
 
 def _log_to_mlflow(cfg: RunConfig, timings: list[tuple[str, float, str]], summary_file) -> None:
     """The stage wall times as one MLflow run, so demo runs can be compared over time."""
     import re
 
-    import mlflow
+    from alignline.services.tracking import log_artifact, log_metrics, tracked_run
 
-    s = cfg.servers
-    mlflow.set_tracking_uri(s.url(s.mlflow_port))
-    mlflow.set_experiment("demo")
-    with mlflow.start_run(run_name=f"demo {cfg.preset}"):
-        mlflow.log_metrics({f"seconds.{re.sub(r'[^a-z0-9]+', '_', name.lower())}": secs
-                            for name, secs, how in timings if how == "ran"})
-        mlflow.log_artifact(str(summary_file))
+    uri = RunContext(cfg).mlflow_uri
+    with tracked_run(uri, "demo", f"demo {cfg.preset}") as run_id:
+        log_metrics(uri, run_id, {f"seconds.{re.sub(r'[^a-z0-9]+', '_', name.lower())}": secs
+                                  for name, secs, how in timings if how == "ran"})
+        log_artifact(uri, run_id, summary_file)
 
 
 def _win_rate(report: dict[str, Any], group: str) -> str:
@@ -114,8 +117,6 @@ def _win_rate(report: dict[str, Any], group: str) -> str:
 def _version_rows(cfg: RunConfig, results: dict[str, dict[str, Any]]) -> list[tuple[str, ...]]:
     """One row per version the demo made (V0 = SFT, Vn = iteration n): its evaluation against the champion of the
     day and whether the gates let it through, so a reviewer sees why the champion is what it is."""
-    from alignline.flows.context import RunContext
-    from alignline.services.evaluation.policy_eval import REPORT_TAG
     from alignline.services.registry import RegistryError
 
     registry = RunContext(cfg).registry
@@ -126,7 +127,7 @@ def _version_rows(cfg: RunConfig, results: dict[str, dict[str, Any]]) -> list[tu
             continue
         ref = result.get("candidate") or result.get("policy")
         try:
-            report = json.loads(registry.get("policy", ref.split("/", 1)[1]).tags.get(REPORT_TAG, "{}"))
+            report = registry.load_report("policy", ModelRef.parse(ref).version) or {}
         except RegistryError:
             report = {}
         decision = results.get(f"promote {label}", {})
@@ -145,7 +146,7 @@ def _summary(cfg: RunConfig, timings: list[tuple[str, float, str]], results: dic
         table.add_row(name, f"{seconds:.0f}", how)
     table.add_row("total", f"{sum(s for _, s, _ in timings):.0f}", "")
     console.print(table)
-    versions = Table(title="versions, each evaluated against the champion of the day on held-out prompts (win rates "
+    versions = Table(title="versions, each evaluated against the champion of the day on the evaluation prompts (win rates "
                            "count ties half; oracle: mean oracle score; unsafe: safety violation rate)")
     for col in ("version", "vs", "RM win", "oracle win", "oracle", "unsafe", "gates"):
         versions.add_column(col, no_wrap=True)

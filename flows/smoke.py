@@ -6,8 +6,10 @@ from prefect import flow, get_run_logger, task
 from prefect.runtime import flow_run
 
 from alignline.config import RunConfig
-from alignline.flows.context import RunContext
-from alignline.services.registry import Lineage
+from alignline.flows.context import RunContext, label_studio_token
+from alignline.services.registry import Lineage, Registry
+from alignline.services.tracking import log_metrics, tracked_run
+from alignline.storage import Catalog
 
 SMOKE_CONFIG = """<View>
   <Text name="text" value="$text"/>
@@ -16,16 +18,14 @@ SMOKE_CONFIG = """<View>
 
 
 @task
-def publish_dataset(ctx: RunContext) -> str:
+def publish_dataset(lake: str) -> str:
     table = pa.table({"id": ["smoke-1"], "text": ["The assembly line is running."]})
-    return ctx.catalog.publish("smoke", table, flow_run=str(flow_run.get_id())).ref
+    return Catalog(lake).publish("smoke", table, flow_run=str(flow_run.get_id())).ref
 
 
 @task
-def ray_roundtrip(ctx: RunContext) -> int:
+def ray_roundtrip() -> int:
     import ray
-
-    ctx.init_ray()
 
     @ray.remote
     def square(x: int) -> int:
@@ -35,27 +35,24 @@ def ray_roundtrip(ctx: RunContext) -> int:
 
 
 @task
-def register_tiny_model(ctx: RunContext, dataset_ref: str) -> str:
-    import mlflow
+def register_tiny_model(mlflow_uri: str, dataset_ref: str, config_hash: str) -> str:
+    import tempfile
+
     import torch
 
-    mlflow.set_tracking_uri(ctx.mlflow_uri)
-    mlflow.set_experiment("smoke")
-    model = torch.nn.Linear(4, 1)
-    with mlflow.start_run(run_name="smoke") as run:
-        mlflow.log_metric("smoke", 1.0)
-        info = mlflow.pytorch.log_model(model, name="model", input_example=torch.zeros(1, 4).numpy())
-        version = ctx.registry.register_uri(
-            "smoke-model", info.model_uri, Lineage(datasets=(dataset_ref,), config_hash=ctx.cfg.digest(), method="smoke"),
-            run_id=run.info.run_id)
+    with tempfile.TemporaryDirectory() as folder, tracked_run(mlflow_uri, "smoke", "smoke") as run_id:
+        log_metrics(mlflow_uri, run_id, {"smoke": 1.0})
+        torch.save(torch.nn.Linear(4, 1).state_dict(), f"{folder}/linear.pt")
+        version = Registry(mlflow_uri).register_dir(
+            "smoke-model", folder, Lineage(datasets=(dataset_ref,), config_hash=config_hash, method="smoke"), run_id)
     return version.ref
 
 
 @task
-def label_studio_roundtrip(ctx: RunContext) -> tuple[int, int]:
+def label_studio_roundtrip(ls_url: str, home: str) -> tuple[int, int]:
     from alignline.annotation import connect, ensure_project, import_tasks, iter_tasks
 
-    client = connect(ctx.label_studio_url, ctx.label_studio_token())
+    client = connect(ls_url, label_studio_token(home))
     project = ensure_project(client, "alignline smoke", SMOKE_CONFIG)
     import_tasks(client, project, [{"text": "The assembly line is running."}])
     return project, sum(1 for _ in iter_tasks(client, project))
@@ -65,10 +62,11 @@ def label_studio_roundtrip(ctx: RunContext) -> tuple[int, int]:
 def smoke_flow(cfg: RunConfig) -> dict[str, str]:
     logger = get_run_logger()
     ctx = RunContext(cfg)
-    dataset = publish_dataset(ctx)
-    ray_sum = ray_roundtrip(ctx)
-    model = register_tiny_model(ctx, dataset)
-    project, n_tasks = label_studio_roundtrip(ctx)
+    dataset = publish_dataset(str(ctx.data.lake))
+    ctx.init_ray()
+    ray_sum = ray_roundtrip()
+    model = register_tiny_model(ctx.mlflow_uri, dataset, cfg.digest())
+    project, n_tasks = label_studio_roundtrip(ctx.label_studio_url, str(cfg.home))
     s = cfg.servers
     result = {
         "dataset": dataset, "ray_task_result": str(ray_sum), "registered_model": f"{model} (alias candidate)",

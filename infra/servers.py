@@ -6,6 +6,7 @@ it. `down` signals only the process groups whose pids `up` recorded.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -23,6 +24,8 @@ import requests
 
 from alignline.config import RunConfig
 
+from alignline.storage import DataDir
+
 from . import paths
 
 
@@ -37,7 +40,7 @@ _BASE_ENV_KEYS = ("PATH", "LANG", "LC_ALL", "TZ", "TMPDIR", "SSL_CERT_FILE", "RE
 
 def _base_env(home: Path, name: str) -> dict[str, str]:
     env = {k: os.environ[k] for k in _BASE_ENV_KEYS if k in os.environ}
-    env["HOME"] = str(paths.server_dir(home, name) / "home")
+    env["HOME"] = str(DataDir(home).server(name) / "home")
     env["PYTHONUNBUFFERED"] = "1"
     env["DO_NOT_TRACK"] = "1"
     return env
@@ -70,7 +73,7 @@ class Server:
 
 def _ls_prepare(cfg: RunConfig, say: Callable[[str], None]) -> None:
     home = cfg.home
-    venv = paths.venv_dir(home, "label-studio")
+    venv = DataDir(home).venv("label-studio")
     marker = venv / f".installed-{cfg.servers.label_studio_version}"
     if not marker.exists():
         say(f"label-studio: creating its own virtualenv at {venv} (its pins clash with ours; ~1-2 min once)")
@@ -78,7 +81,7 @@ def _ls_prepare(cfg: RunConfig, say: Callable[[str], None]) -> None:
         subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check",
                         f"label-studio=={cfg.servers.label_studio_version}"], check=True)
         marker.touch()
-    secret = paths.secrets_dir(home) / "label-studio.json"
+    secret = DataDir(home).secrets / "label-studio.json"
     if not secret.exists():
         # Generated once per data dir; Label Studio writes the user and token only on first boot.
         paths.write_secret(home, "label-studio", {
@@ -92,7 +95,7 @@ def _ls_env(cfg: RunConfig) -> dict[str, str]:
     cred = paths.read_secret(cfg.home, "label-studio")
     env = _base_env(cfg.home, "label-studio")
     env.update({
-        "LABEL_STUDIO_BASE_DATA_DIR": str(paths.server_dir(cfg.home, "label-studio") / "data"),
+        "LABEL_STUDIO_BASE_DATA_DIR": str(DataDir(cfg.home).server("label-studio") / "data"),
         "LABEL_STUDIO_USERNAME": cred["username"],
         "LABEL_STUDIO_PASSWORD": cred["password"],
         "LABEL_STUDIO_USER_TOKEN": cred["token"],
@@ -109,7 +112,7 @@ def _ls_env(cfg: RunConfig) -> dict[str, str]:
 
 
 def _ls_command(cfg: RunConfig) -> list[str]:
-    venv = paths.venv_dir(cfg.home, "label-studio")
+    venv = DataDir(cfg.home).venv("label-studio")
     return [str(venv / "bin" / "label-studio"), "start", "--no-browser",
             "--internal-host", cfg.servers.host, "--port", str(cfg.servers.label_studio_port)]
 
@@ -124,13 +127,13 @@ def _ls_verify(cfg: RunConfig) -> None:
         client.users.whoami()
     except Exception as e:  # the SDK raises its own ApiError types
         raise ServerError(f"label-studio answered but its API token was refused ({type(e).__name__}); "
-                          f"see {paths.log_file(cfg.home, 'label-studio')}") from None
+                          f"see {DataDir(cfg.home).log_file('label-studio')}") from None
 
 
 # -- MLflow ------------------------------------------------------------------------------------
 
 def _mlflow_command(cfg: RunConfig) -> list[str]:
-    d = paths.server_dir(cfg.home, "mlflow")
+    d = DataDir(cfg.home).server("mlflow")
     return [_bin("mlflow"), "server", "--backend-store-uri", f"sqlite:///{d / 'mlflow.db'}",
             "--artifacts-destination", str(d / "artifacts"), "--host", cfg.servers.host,
             "--port", str(cfg.servers.mlflow_port), "--workers", "1"]
@@ -146,9 +149,32 @@ def _mlflow_env(cfg: RunConfig) -> dict[str, str]:
 
 def prefect_env(cfg: RunConfig) -> dict[str, str]:
     """Settings a process needs to use this data dir's Prefect server."""
-    return {"PREFECT_HOME": str(paths.server_dir(cfg.home, "prefect")),
+    return {"PREFECT_HOME": str(DataDir(cfg.home).server("prefect")),
             "PREFECT_API_URL": f"{cfg.servers.url(cfg.servers.prefect_port)}/api",
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+
+
+@contextlib.contextmanager
+def prefect_server(cfg: RunConfig):
+    """Flow runs in this block go to this data dir's Prefect server (Prefect's `temporary_settings`, so it works
+    whenever Prefect was imported; outside the block the previous settings apply again)."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+
+    env = prefect_env(cfg)
+    with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"], PREFECT_HOME: env["PREFECT_HOME"]}):
+        yield env["PREFECT_API_URL"]
+
+
+class ServersDown(ServerError):
+    """A command that needs the real servers ran before `alignline up`."""
+
+
+def require_up(cfg: RunConfig) -> None:
+    """Raise ServersDown naming the fix unless every server of this data dir is healthy."""
+    down_now = [s.name for s in status(cfg) if not s.healthy]
+    if down_now:
+        raise ServersDown(f"this command needs the servers of {cfg.home} ({', '.join(down_now)} down): "
+                          "run `alignline up` first (`alignline status` shows which are down)")
 
 
 def _prefect_command(cfg: RunConfig) -> list[str]:
@@ -188,7 +214,7 @@ def _ray_command(cfg: RunConfig) -> list[str]:
            "--ray-client-server-port", str(s.ray_client_port),
            "--min-worker-port", str(s.ray_min_worker_port), "--max-worker-port", str(s.ray_max_worker_port),
            "--num-cpus", str(s.ray_num_cpus), "--object-store-memory", str(s.ray_object_store_mb * 1024 * 1024),
-           "--temp-dir", str(paths.ray_temp_dir(cfg.home))]
+           "--temp-dir", str(DataDir(cfg.home).ray_temp)]
     for flag, port in _ray_ports(cfg).items():
         cmd += [f"--{flag}", str(port)]
     return cmd
@@ -229,7 +255,7 @@ class ServerStatus:
 
 
 def _read_pid(home: Path, name: str) -> int | None:
-    path = paths.pid_file(home, name)
+    path = DataDir(home).pid_file(name)
     try:
         pid = int(path.read_text().strip())
     except (FileNotFoundError, ValueError):
@@ -289,19 +315,19 @@ def _start(cfg: RunConfig, srv: Server, say: Callable[[str], None]) -> subproces
             raise ServerError(f"{srv.name}: port {port} on {cfg.servers.host} is taken by {_holder(port)}, "
                               f"not by this data dir's server; stop it or choose another port in [servers]")
     srv.prepare(cfg, say)
-    log = open(paths.log_file(cfg.home, srv.name), "ab")
+    log = open(DataDir(cfg.home).log_file(srv.name), "ab")
     proc = subprocess.Popen(srv.command(cfg), env=srv.env(cfg), stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, cwd=paths.server_dir(cfg.home, srv.name),
+                            stdin=subprocess.DEVNULL, cwd=DataDir(cfg.home).server(srv.name),
                             start_new_session=True)  # its own process group: `down` signals just that
-    paths.pid_file(cfg.home, srv.name).write_text(str(proc.pid))
-    say(f"{srv.name}: starting (pid {proc.pid}, log {paths.log_file(cfg.home, srv.name)})")
+    DataDir(cfg.home).pid_file(srv.name).write_text(str(proc.pid))
+    say(f"{srv.name}: starting (pid {proc.pid}, log {DataDir(cfg.home).log_file(srv.name)})")
     return proc
 
 
 def up(cfg: RunConfig, say: Callable[[str], None] = print) -> list[ServerStatus]:
     """Start every server that is not running, then wait for all health checks."""
     cfg.home.mkdir(parents=True, exist_ok=True)
-    (paths.server_dir(cfg.home, "label-studio") / "home").mkdir(exist_ok=True)
+    (DataDir(cfg.home).server("label-studio") / "home").mkdir(exist_ok=True)
     procs = {srv.name: _start(cfg, srv, say) for srv in servers(cfg)}
     deadline = time.monotonic() + cfg.servers.start_timeout_s
     pending = {srv.name: srv for srv in servers(cfg)}
@@ -310,7 +336,7 @@ def up(cfg: RunConfig, say: Callable[[str], None] = print) -> list[ServerStatus]
             proc = procs[name]
             if proc is not None and proc.poll() is not None:
                 raise ServerError(f"{name}: exited with code {proc.returncode} during start; "
-                                  f"see {paths.log_file(cfg.home, name)}")
+                                  f"see {DataDir(cfg.home).log_file(name)}")
             if _healthy(cfg, srv):
                 srv.after_start(cfg)
                 say(f"{name}: healthy at {_health_url(cfg, srv).rsplit('/', 1)[0] if name != 'ray' else srv.url(cfg, cfg.servers.ray_dashboard_port)}")
@@ -318,7 +344,7 @@ def up(cfg: RunConfig, say: Callable[[str], None] = print) -> list[ServerStatus]
         if pending and time.monotonic() > deadline:
             name = next(iter(pending))
             raise ServerError(f"{name}: no healthy answer from {_health_url(cfg, pending[name])} within "
-                              f"{cfg.servers.start_timeout_s:.0f}s; see {paths.log_file(cfg.home, name)}")
+                              f"{cfg.servers.start_timeout_s:.0f}s; see {DataDir(cfg.home).log_file(name)}")
         time.sleep(1.0)
     return status(cfg)
 
@@ -327,7 +353,7 @@ def down(cfg: RunConfig, say: Callable[[str], None] = print, timeout_s: float = 
     """Stop what `up` started (by recorded pid), nothing else."""
     for srv in reversed(servers(cfg)):
         pid = _read_pid(cfg.home, srv.name)
-        pidf = paths.pid_file(cfg.home, srv.name)
+        pidf = DataDir(cfg.home).pid_file(srv.name)
         if pid is None:
             pidf.unlink(missing_ok=True)
             say(f"{srv.name}: not running")

@@ -1,16 +1,22 @@
-"""The MLflow model registry as the platform uses it.
+"""The MLflow model registry as the platform uses it: the one owner of versions, downloads, reports and promotions.
 
 Every version carries lineage tags (dataset versions, parent models, config
 hash, git commit). Aliases: `candidate` is what a recipe produced last,
-`champion` is what a reviewer promoted; the previous champion is kept in the
-promotion history (a registered-model tag) and on the version's own tags.
+`champion` is what a reviewer promoted. Evaluation reports are JSON artifacts
+of the evaluation run, versioned (`report_format`), pointed at by the
+version's `eval.report_uri` tag with their SHA-256 in `eval.report_sha256`:
+any length, checked on read. Each promotion is a run of the `promotions`
+experiment holding the full record (reviewer, reason, every gate with value
+and rule, the previous champion); the history is read back from those runs.
 MLflow's basic auth cannot tell "may create versions" from "may move aliases",
 so `promote` is the platform's gate: it records who, when and why.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +25,15 @@ from typing import Any, Iterable
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from alignline.storage.schemas import ModelRef
+
 CANDIDATE = "candidate"
 CHAMPION = "champion"
-_HISTORY_TAG = "alignline.promotion_history"
+LATEST = "latest"                  # champion, else candidate
+REPORT_URI_TAG = "eval.report_uri"
+REPORT_DIGEST_TAG = "eval.report_sha256"
+REPORT_FORMAT = 1
+PROMOTIONS_EXPERIMENT = "promotions"
 
 
 @dataclass(frozen=True)
@@ -52,7 +64,16 @@ class ModelVersionInfo:
 
     @property
     def ref(self) -> str:
-        return f"{self.name}/{self.version}"
+        return str(ModelRef(self.name, self.version))
+
+    @property
+    def parents(self) -> tuple[ModelRef, ...]:
+        """The registered models this version was made from (lineage.parents; 'checkpoint:...' entries skipped)."""
+        return tuple(ModelRef.parse(p) for p in self.tags.get("lineage.parents", "").split(",") if ModelRef.is_ref(p))
+
+    @property
+    def datasets(self) -> tuple[str, ...]:
+        return tuple(d for d in self.tags.get("lineage.datasets", "").split(",") if d)
 
 
 class RegistryError(RuntimeError):
@@ -121,6 +142,20 @@ class Registry:
         return ModelVersionInfo(name=mv.name, version=str(mv.version), source=mv.source, run_id=mv.run_id,
                                 tags=dict(mv.tags), aliases=tuple(getattr(mv, "aliases", ()) or ()))
 
+    def resolve(self, ref: str | ModelRef) -> ModelVersionInfo:
+        """'name/version', 'name/champion', 'name/latest' -> the version."""
+        ref = ModelRef.parse(ref)
+        return self.latest(ref.name) if ref.version == LATEST else self.get(ref.name, ref.version)
+
+    def versions(self, name: str) -> list[ModelVersionInfo]:
+        """Every version of a registered model, oldest first."""
+        found = self.client.search_model_versions(f"name='{name}'")
+        return sorted((self.get(name, v.version) for v in found), key=lambda v: int(v.version))
+
+    def set_tags(self, name: str, version: str, tags: dict[str, Any]) -> None:
+        for key, value in tags.items():
+            self.client.set_model_version_tag(name, str(version), key, str(value))
+
     def latest(self, name: str, aliases: Iterable[str] = (CHAMPION, CANDIDATE)) -> ModelVersionInfo:
         """The first alias that exists: champion, else candidate (the latest policy)."""
         for alias in aliases:
@@ -130,26 +165,61 @@ class Registry:
                 continue
         raise RegistryError(f"model {name!r} has none of the aliases {list(aliases)}")
 
-    def download(self, name: str, version_or_alias: str | int, dest: str | Path) -> Path:
-        """Materialise a version's files in `dest/<name>/<version>` (cached)."""
+    def download(self, name: str, version_or_alias: str | int, dest: str | Path) -> tuple[Path, ModelVersionInfo]:
+        """(local folder, version info): a version's files materialised once in `dest/<name>/<version>`; the
+        folder is the Hugging Face model folder inside the artifacts when there is one. 'latest' = champion, else
+        candidate. The one download path: the version's own source (runs:/... or models:/m-...), resolved against
+        this registry's server rather than MLflow's process-global URI."""
         import mlflow.artifacts
 
-        info = self.get(name, version_or_alias)
+        info = self.latest(name) if str(version_or_alias) == LATEST else self.get(name, version_or_alias)
         target = Path(dest) / name / info.version
         done = target / ".complete"
         if not done.exists():
             target.mkdir(parents=True, exist_ok=True)
-            # The version's own source (runs:/... or models:/m-...), resolved against
-            # this registry's server rather than the process-global registry URI.
             mlflow.artifacts.download_artifacts(artifact_uri=info.source, dst_path=str(target),
                                                 tracking_uri=self.tracking_uri)
             done.touch()
-        return target
+        hf = next((p.parent for p in sorted(target.rglob("config.json"))), target)
+        return hf, info
+
+    # -- evaluation reports ------------------------------------------------------------------------
+    def store_report(self, name: str, version: str, report: dict[str, Any], run_id: str,
+                     artifact_path: str = "report") -> str:
+        """Store an evaluation report as a JSON artifact of `run_id` and point the version at it (URI + SHA-256)."""
+        blob = json.dumps({"report_format": REPORT_FORMAT, **report}, indent=2, sort_keys=True, default=str).encode()
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "report.json").write_bytes(blob)
+            self.client.log_artifact(run_id, str(Path(tmp) / "report.json"), artifact_path=artifact_path)
+        uri = f"runs:/{run_id}/{artifact_path}/report.json"
+        self.set_tags(name, version, {REPORT_URI_TAG: uri, REPORT_DIGEST_TAG: hashlib.sha256(blob).hexdigest()})
+        return uri
+
+    def load_report(self, name: str, version: str) -> dict[str, Any] | None:
+        """The version's evaluation report, None when it has none; RegistryError when the artifact does not match
+        its recorded digest (changed after it was stored)."""
+        import mlflow.artifacts
+
+        tags = self.get(name, version).tags
+        if REPORT_URI_TAG not in tags:
+            return None
+        with tempfile.TemporaryDirectory() as tmp:
+            path = mlflow.artifacts.download_artifacts(artifact_uri=tags[REPORT_URI_TAG], dst_path=tmp,
+                                                       tracking_uri=self.tracking_uri)
+            blob = Path(path).read_bytes()
+        if hashlib.sha256(blob).hexdigest() != tags.get(REPORT_DIGEST_TAG):
+            raise RegistryError(f"the evaluation report of {name}/{version} ({tags[REPORT_URI_TAG]}) does not match its "
+                                f"recorded SHA-256: it changed after evaluation; run `alignline evaluate` again")
+        report = json.loads(blob)
+        report.pop("report_format", None)
+        return report
 
     # -- promotion ---------------------------------------------------------------------
     def promote(self, name: str, version: str | int, reviewer: str, reason: str,
-                gates: dict[str, Any] | None = None, override: bool = False) -> dict[str, Any]:
-        """Move `champion` to `version`, recording reviewer, reason, gate results and the previous champion."""
+                gates: list[dict[str, Any]] | None = None, override: bool = False) -> dict[str, Any]:
+        """Move `champion` to `version`, recording reviewer, reason, every gate and the previous champion in full."""
+        from alignline.services.tracking import tracked_run
+
         if not reviewer.strip() or not reason.strip():
             raise RegistryError("promotion needs a reviewer and a reason")
         info = self.get(name, version)
@@ -157,21 +227,37 @@ class Registry:
             previous = self.get(name, CHAMPION).version
         except RegistryError:
             previous = None
-        record = {"version": info.version, "previous": previous, "reviewer": reviewer, "reason": reason,
-                  "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "override": override,
-                  "gates": gates or {}}
-        self.client.set_registered_model_alias(name, CHAMPION, info.version)
-        for key in ("reviewer", "reason", "at", "override", "previous"):
-            self.client.set_model_version_tag(name, info.version, f"promotion.{key}", str(record[key]))
-        if gates:
-            self.client.set_model_version_tag(name, info.version, "promotion.gates", json.dumps(gates)[:4900])
-        history = self.promotion_history(name) + [record]
-        # MLflow tag values are capped (5000 chars): keep the newest records that fit.
-        while history and len(json.dumps(history)) > 4900:
-            history.pop(0)
-        self.client.set_registered_model_tag(name, _HISTORY_TAG, json.dumps(history))
+        record = {"model": name, "version": info.version, "previous": previous, "reviewer": reviewer,
+                  "reason": reason, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                  "override": override, "gates": gates or []}
+        with tracked_run(self.tracking_uri, PROMOTIONS_EXPERIMENT, f"promote {info.ref}",
+                         {k: record[k] for k in ("model", "version", "previous", "reviewer", "override")}) as run_id:
+            with tempfile.TemporaryDirectory() as tmp:
+                (Path(tmp) / "promotion.json").write_text(json.dumps(record, indent=2, default=str))
+                self.client.log_artifact(run_id, str(Path(tmp) / "promotion.json"))
+            self.client.set_tag(run_id, "alignline.promoted_model", name)
+            self.client.set_registered_model_alias(name, CHAMPION, info.version)
+            self.set_tags(name, info.version, {f"promotion.{k}": record[k]
+                                               for k in ("reviewer", "reason", "at", "override", "previous")})
+            self.set_tags(name, info.version, {"promotion.record_uri": f"runs:/{run_id}/promotion.json"})
         return record
 
     def promotion_history(self, name: str) -> list[dict[str, Any]]:
-        tags = self.client.get_registered_model(name).tags or {}
-        return json.loads(tags.get(_HISTORY_TAG, "[]"))
+        """Every promotion of `name`, oldest first, each record in full."""
+        import mlflow.artifacts
+
+        exp = self.client.get_experiment_by_name(PROMOTIONS_EXPERIMENT)
+        if exp is None:
+            return []
+        runs = self.client.search_runs([exp.experiment_id], filter_string=f"tags.`alignline.promoted_model` = '{name}'",
+                                       order_by=["attributes.start_time ASC"], max_results=10_000)
+        history = []
+        with tempfile.TemporaryDirectory() as tmp:
+            for run in runs:
+                if run.info.status != "FINISHED":  # a promotion that failed halfway moved nothing for good
+                    continue
+                path = mlflow.artifacts.download_artifacts(artifact_uri=f"runs:/{run.info.run_id}/promotion.json",
+                                                           dst_path=str(Path(tmp) / run.info.run_id),
+                                                           tracking_uri=self.tracking_uri)
+                history.append(json.loads(Path(path).read_text()))
+        return history

@@ -62,9 +62,17 @@ class RunConfig:
             out[name] = {k: plain(v) for k, v in dataclasses.asdict(getattr(self, name)).items()}
         return out
 
-    def digest(self) -> str:
-        """Content hash of everything that shapes results (the data dir excluded)."""
-        blob = json.dumps({k: v for k, v in self.to_dict().items() if k != "servers"}, sort_keys=True)
+    def digest(self, *sections: str) -> str:
+        """Content hash of the named sections (all but `servers` when none are named; the data dir never counts).
+
+        Stages key their work dirs on the sections they read, so changing, say, an evaluation threshold does
+        not move the SFT work dir (and lose its checkpoints)."""
+        unknown = set(sections) - set(SECTIONS)
+        if unknown:
+            raise ValueError(f"unknown config sections {sorted(unknown)}; allowed: {', '.join(SECTIONS)}")
+        chosen = sections or tuple(s for s in SECTIONS if s != "servers")
+        plain = self.to_dict()
+        blob = json.dumps({k: plain[k] for k in chosen}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

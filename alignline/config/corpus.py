@@ -89,7 +89,7 @@ class CorpusConfig:
         0.6, "Candidates whose signature-estimated Jaccard is below this skip exact verification. The estimate's "
         "standard deviation at s=0.8 with 120 permutations is 0.037, so a true 0.8 pair falls under 0.6 with "
         "probability < 1e-7.", ge=0, le=1)
-    max_bucket_pairs: int = setting(50, "LSH buckets larger than this emit each member paired with its neighbours and the first member instead of all pairs (keeps boilerplate buckets linear).", ge=2)
+    max_bucket_pairs: int = setting(50, "LSH buckets with more members than this are not expanded into all pairs: each member is verified against the bucket's kept documents so far (boilerplate buckets stay near-linear and lose no true pair).", ge=2)
     dedup_band_tasks: int = setting(4, "Band partitions: each is one (Ray or in-process) task.", ge=1)
     dedup_use_ray: bool = setting(False, "Run band partitions as Ray tasks on the attached cluster (tiny preset: in process).")
 

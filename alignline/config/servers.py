@@ -12,6 +12,8 @@ class ServersConfig:
     label_studio_port: int = setting(18080, "Label Studio HTTP port.", ge=1024, le=65535)
     label_studio_version: str = setting("1.23.2", "label-studio server release installed in its own virtualenv.")
     mlflow_port: int = setting(15000, "MLflow tracking server and registry port.", ge=1024, le=65535)
+    mlflow_uri: str = setting("", "Tracking and registry URI to use instead of this data dir's MLflow server (a team's "
+                                  "server, or sqlite:///FILE for a run without servers); empty: http://host:mlflow_port.")
     prefect_port: int = setting(14200, "Prefect server (API and UI) port.", ge=1024, le=65535)
     ray_port: int = setting(16379, "Ray GCS port of the local head node.", ge=1024, le=65535)
     ray_dashboard_port: int = setting(18265, "Ray dashboard port.", ge=1024, le=65535)

@@ -13,13 +13,9 @@ from typing import Callable, Sequence
 import numpy as np
 
 from alignline.config.evaluation import EvaluationConfig
-from alignline.storage.corpus.report import toxicity_share
 
+from .judges import toxicity_share
 from .refusal import refusal_rates
-
-
-# The registry tag on a model version that holds its evaluation report (JSON); `promote` reads it.
-REPORT_TAG = "eval.report"
 
 
 @dataclass(frozen=True)

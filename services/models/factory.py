@@ -95,21 +95,10 @@ def registered_folder(registry, name: str, version_or_alias: str, dest: str | Pa
 
     `registry` is an `alignline.services.registry.Registry` (passed in; this module imports no client).
     """
-    import mlflow.artifacts
-
-    info = registry.latest(name) if version_or_alias == "latest" else registry.get(name, version_or_alias)
-    folder = Path(dest) / name / info.version
-    if not (folder / ".complete").exists():
-        # The version's source is a runs:/ URI, which resolves against tracking_uri. (Registry.download asks
-        # for models:/..., which mlflow resolves against the *global* registry URI and misses a sqlite store.)
-        folder.mkdir(parents=True, exist_ok=True)
-        mlflow.artifacts.download_artifacts(artifact_uri=info.source, dst_path=str(folder),
-                                            tracking_uri=registry.tracking_uri)
-        (folder / ".complete").touch()
-    hf = next((p.parent for p in sorted(folder.rglob("config.json"))), None)
-    if hf is None:
+    folder, info = registry.download(name, version_or_alias, dest)
+    if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"model {info.ref} has no config.json in its artifacts ({info.source})")
-    return hf, info
+    return folder, info
 
 
 def load_registered(registry, name: str, version_or_alias: str, dest: str | Path,

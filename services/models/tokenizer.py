@@ -18,7 +18,7 @@ UNK, BOS, EOS, PAD = "<unk>", "<s>", "</s>", "<pad>"
 # Llama 2 chat markers (meta-llama/llama generation.py: B_INST, E_INST, B_SYS, E_SYS).
 CHAT_MARKERS = ("[INST]", "[/INST]", "<<SYS>>", "<</SYS>>")
 # Ids 0-2 as in Llama 2 (unk, bos, eos); a pad distinct from eos so a reward model
-# can find the last real token (INTEGRATION.md).
+# can find the last real token (TRL's reward trainer makes the same demand).
 SPECIAL_TOKENS = (UNK, BOS, EOS, PAD, *CHAT_MARKERS)
 
 

@@ -40,7 +40,7 @@ from alignline.services.rewards.combine import logit
 from .checkpoint import checkpoint_extra, latest_checkpoint, load_checkpoint, save_checkpoint
 from .launch import LaunchOptions, WorkerContext, launch
 from .optimization import build_adamw
-from .tracking import MetricsLogger
+from alignline.services.tracking import MetricsLogger
 
 
 @dataclass(frozen=True)

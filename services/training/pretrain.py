@@ -22,7 +22,7 @@ from .launch import LaunchOptions, WorkerContext, launch
 from .optimization import build_adamw, cosine_with_warmup
 from .packing import step_rows
 from .step import optimizer_step
-from .tracking import MetricsLogger
+from alignline.services.tracking import MetricsLogger
 
 
 @dataclass(frozen=True)

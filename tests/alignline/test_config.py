@@ -87,3 +87,10 @@ def test_digest_tracks_results_not_servers():
     a = load_config(home="/tmp/x")
     assert a.digest() == load_config(overrides=["servers.mlflow_port=25001"], home="/tmp/x").digest()
     assert a.digest() != load_config(overrides=["sft.epochs=3"], home="/tmp/x").digest()
+
+
+def test_stage_digest_reads_only_its_sections():
+    a = load_config(home="/tmp/x")
+    b = load_config(overrides=["evaluation.min_win_rate=0.6"], home="/tmp/x")
+    assert a.digest("model", "sft") == b.digest("model", "sft") and a.digest() != b.digest()
+    assert a.digest("model", "sft") != load_config(overrides=["sft.epochs=3"], home="/tmp/x").digest("model", "sft")

@@ -3,7 +3,6 @@ and the next iteration sampling from the new champion."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 import uuid
 
@@ -66,17 +65,19 @@ def _tasks(cfg):
 
 
 def test_iteration_resumes_after_a_crash_in_reward_training(line, prefect_server, monkeypatch):
-    import alignline.flows.reward as reward_flow
-    from alignline.flows.iteration import Ledger, run_iterate
+    import alignline.flows.iteration as iteration_flow
+    from alignline.flows.context import RunContext
+    from alignline.flows.iteration import iteration_ledger, run_iterate
 
     def killed(*args, **kwargs):
         raise RuntimeError("killed during reward-model training")
 
     with monkeypatch.context() as m:
-        m.setattr(reward_flow, "run_reward", killed)
+        m.setattr(iteration_flow, "run_reward", killed)
         with pytest.raises(Exception, match="killed during reward-model training"):
             run_iterate(line, iteration=1, bot=True)
-    ledger = Ledger(line.home, 1)
+    data = RunContext(line).data
+    ledger = iteration_ledger(data, 1)
     assert [s for s in ("collect", "annotate", "wait", "harvest") if ledger.done(s)] == ["collect", "annotate", "wait", "harvest"]
     assert not ledger.done("reward")
     tasks_before = {t.id: t.total_annotations for t in _tasks(line)}
@@ -87,14 +88,15 @@ def test_iteration_resumes_after_a_crash_in_reward_training(line, prefect_server
 
     tasks_after = {t.id: t.total_annotations for t in _tasks(line)}
     assert tasks_after == tasks_before  # no task imported twice, no annotation added or lost
-    assert Ledger(line.home, 1).result("harvest") == harvested
-    assert Ledger(line.home, 1).complete
+    assert iteration_ledger(data, 1).result("harvest") == harvested
+    assert iteration_ledger(data, 1).complete
     assert result["candidate"].startswith("policy/") and result["baseline"].startswith("policy/")
-    from alignline.flows.context import RunContext
-
-    info = RunContext(line).registry.get("policy", result["candidate"].split("/")[1])
-    report = json.loads(info.tags["eval.report"])
-    assert 0.0 <= report["safety_violation_rate"] <= 1.0 and "any_refusal" in report["false_refusal"]
+    registry = RunContext(line).registry
+    info = registry.resolve(result["candidate"])
+    report = registry.load_report("policy", info.version)
+    assert report["policy"] == info.ref and report["baseline"] == result["baseline"]
+    assert {g["name"] for g in report["gates"]} >= {"win_rate_vs_champion", "safety_violation_rate"}
+    assert "any_refusal" in report["false_refusal"]
     assert info.tags["eval.card"].startswith("runs:/")
     assert info.tags["lineage.parents"]
 

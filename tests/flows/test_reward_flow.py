@@ -11,7 +11,7 @@ from alignline.flows.reward import run_reward
 from alignline.services.models import build_model, registered_folder, save_model, train_bpe_tokenizer
 from alignline.services.registry import Lineage, Registry
 from alignline.services.rewards import CombinedScorer, RewardScorer
-from alignline.services.training import start_run
+from alignline.services.tracking import start_run
 from alignline.storage import Catalog
 
 MICRO = ["model.vocab_size=512", "model.hidden_size=64", "model.intermediate_size=172", "model.num_hidden_layers=2",
@@ -27,8 +27,8 @@ def prefect_engine():
 
 
 def test_reward_flow_registers_both_rms_with_lineage(prefect_engine, tmp_path):
-    cfg = load_config("tiny", overrides=MICRO, home=tmp_path / "home")
     uri = f"sqlite:///{tmp_path}/mlflow.db"
+    cfg = load_config("tiny", overrides=[*MICRO, f"servers.mlflow_uri={uri}"], home=tmp_path / "home")
     registry = Registry(uri)
     texts = [inspect.getsource(importlib.import_module(m)) for m in ("json", "os", "re", "pathlib")]
     tokenizer = train_bpe_tokenizer(texts, 512)
@@ -36,7 +36,7 @@ def test_reward_flow_registers_both_rms_with_lineage(prefect_engine, tmp_path):
     run_id = start_run(uri, "sft", "policy", {})
     registry.register_dir("policy", tmp_path / "policy", Lineage(method="sft"), run_id=run_id, alias="candidate")
 
-    result = run_reward(cfg, tracking_uri=uri)
+    result = run_reward(cfg)
 
     demo = Catalog(cfg.home / "lake").get("comparisons-demo")
     assert result["data"] == [demo.ref] and result["parent"] == "policy/1"
@@ -67,14 +67,41 @@ def test_builtin_comparisons_join_harvested_batches_as_batch0(prefect_engine, tm
     from alignline.flows.context import RunContext
     from alignline.flows.reward import comparison_datasets
     from alignline.services.data.comparisons_demo import helpfulness_pairs
-    from alignline.services.rewards.schema import comparisons_table
+    from alignline.storage.schemas import comparisons_table
 
     cfg = load_config("tiny", overrides=[*MICRO, f"reward.builtin_batch0={str(batch0).lower()}"], home=tmp_path / "home")
     ctx = RunContext(cfg)
     harvested = ctx.catalog.publish("comparisons-helpfulness", comparisons_table(
         [{**row, "source": "label-studio"} for row in helpfulness_pairs(4)]))
-    refs = comparison_datasets.fn(ctx, None, None)
+    refs = comparison_datasets.fn(str(ctx.data.lake), None, None, cfg.reward)
     demo = Catalog(cfg.home / "lake").get("comparisons-demo").ref if batch0 else None
     assert refs == ([harvested.ref, demo] if batch0 else [harvested.ref])
-    assert comparison_datasets.fn(ctx, None, None) == refs  # the same versions again, nothing new published
+    assert comparison_datasets.fn(str(ctx.data.lake), None, None, cfg.reward) == refs  # the same versions again, nothing new published
     assert load_config("tiny").reward.builtin_batch0 and not load_config("llama2-7b").reward.builtin_batch0
+
+
+@pytest.mark.parametrize("drop", [(), ("chosen_unsafe_rejected_safe",), ("chosen_unsafe_rejected_safe", "both_unsafe")])
+def test_reward_flow_reads_what_harvest_publishes_with_any_safety_category_setting(tmp_path, drop):
+    """Harvest with `annotation.drop_safety_categories` set to anything publishes only contract values, and the
+    reward flow reads them: the paper's unusable category is dropped (and counted) at mixing, never refused."""
+    from alignline.annotation.harvest import drop_unsafe_chosen
+    from alignline.flows.reward import mix_and_encode, read_comparisons
+    from alignline.storage.schemas import SAFETY_CATEGORIES, comparisons_table, validate_comparisons
+
+    cfg = load_config("tiny", overrides=[*MICRO, f"annotation.drop_safety_categories={list(drop)}"], home=tmp_path / "h")
+    rows = [{"comparison_id": f"ls:{i}", "source": "label-studio:2", "kind": "safety", "prompt_id": f"p{i}",
+             "prompt": [{"role": "user", "content": f"Delete everything in folder {i}"}], "chosen": f"Back up {i} first",
+             "rejected": f"rm -rf /data/{i}", "margin_level": "better", "safety_category": SAFETY_CATEGORIES[i % 4],
+             "is_safety": True, "annotator": "a@x", "task_id": i, "annotation_id": i} for i in range(40)]
+    kept, _ = drop_unsafe_chosen(rows, cfg.annotation.drop_safety_categories)
+    table = comparisons_table(kept)
+    validate_comparisons(table, "comparisons-safety")  # what harvest checks before publishing
+    catalog = Catalog(cfg.home / "lake")
+    ref = catalog.publish("comparisons-safety", table).ref
+    train, heldout, unusable = read_comparisons.fn(str(cfg.home / "lake"), [ref], 0.2, 0)
+    assert unusable == (10 if not drop else 0) and len(train) + len(heldout) == len(kept) - unusable
+    texts = [inspect.getsource(importlib.import_module(m)) for m in ("json", "os")]
+    tokenizer = train_bpe_tokenizer(texts, 512)
+    save_model(build_model(cfg.model, tokenizer=tokenizer), tokenizer, tmp_path / "policy")
+    path, counts = mix_and_encode.fn("rm-safety", train, str(tmp_path / "policy"), cfg.reward, str(tmp_path))
+    assert counts["safety"] == len(train) and path.endswith("rm-safety-pairs.npz")

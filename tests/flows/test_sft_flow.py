@@ -27,19 +27,19 @@ def prefect_engine():
 
 
 def test_pretrain_then_sft_registers_base_and_policy_with_lineage(prefect_engine, tmp_path):
-    cfg = load_config("tiny", overrides=MICRO, home=tmp_path / "home")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    cfg = load_config("tiny", overrides=[*MICRO, f"servers.mlflow_uri={uri}"], home=tmp_path / "home")
     docs = [inspect.getsource(importlib.import_module(m)) for m in ("json", "os", "re", "pathlib")]
     corpus = Catalog(cfg.home / "lake").publish("corpus", pa.table({"id": [str(i) for i in range(len(docs))], "text": docs}))
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
 
-    base = run_pretrain(cfg, tracking_uri=uri)
+    base = run_pretrain(cfg)
     assert base["model"] == "base/1" and base["corpus"] == corpus.ref and base["tokenizer"].startswith("tokenizer@")
     registry = Registry(uri)
     tags = registry.get("base", "1").tags
     assert tags["lineage.datasets"] == f"{corpus.ref},{base['tokenizer']}" and tags["lineage.method"] == "pretrain"
     assert Catalog(cfg.home / "lake").get("tokenizer").parents == (corpus.ref,)
 
-    policy = run_sft(cfg, tracking_uri=uri)
+    policy = run_sft(cfg)
     info = registry.get("policy", "candidate")
     assert policy["model"] == info.ref == "policy/1" and policy["parent"] == "base/1"
     assert info.tags["lineage.parents"] == "base/1" and info.tags["lineage.datasets"] == policy["data"]

@@ -9,6 +9,7 @@ import pytest
 
 from alignline.infra import ServerError, down, status, up
 from alignline.infra import paths
+from alignline.storage import DataDir
 from alignline.annotation import connect
 from tests.conftest import make_test_config
 
@@ -44,7 +45,7 @@ def test_label_studio_token_authorises_sdk_calls(servers):
     cred = paths.read_secret(servers.home, "label-studio")
     client = connect(servers.servers.url(servers.servers.label_studio_port), cred["token"])
     assert client.users.whoami().email == cred["username"]
-    secret = paths.secrets_dir(servers.home) / "label-studio.json"
+    secret = DataDir(servers.home).secrets / "label-studio.json"
     assert secret.stat().st_mode & 0o777 == 0o600
     with pytest.raises(Exception):
         connect(servers.servers.url(servers.servers.label_studio_port), "0" * 40).users.whoami()
@@ -52,7 +53,7 @@ def test_label_studio_token_authorises_sdk_calls(servers):
 
 def test_no_secret_in_any_log(servers):
     cred = paths.read_secret(servers.home, "label-studio")
-    logs = list(servers.home.glob("servers/*/server.log")) + list(paths.ray_temp_dir(servers.home).glob("session_latest/logs/*"))
+    logs = list(servers.home.glob("servers/*/server.log")) + list(DataDir(servers.home).ray_temp.glob("session_latest/logs/*"))
     assert logs
     for log in logs:
         if log.is_file():

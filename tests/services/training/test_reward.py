@@ -152,7 +152,7 @@ def test_ray_train_two_workers_match_one_process(policy_dir, tokenizer, clear_si
     import mlflow
     import ray
 
-    from alignline.services.training import start_run
+    from alignline.services.tracking import start_run
 
     train = clear_signal_pairs[0][:64]  # 4 steps
     local = train_reward(reward_job(policy_dir, tokenizer, train, tmp_path / "local"), LaunchOptions())

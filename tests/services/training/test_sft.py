@@ -55,7 +55,7 @@ def test_ray_train_two_workers_match_one_process(base_dir, sft_rows, tmp_path, r
     import mlflow
     import ray
 
-    from alignline.services.training import start_run
+    from alignline.services.tracking import start_run
 
     local = train_sft(sft_job(base_dir, sft_rows, tmp_path / "local", epochs=1), LaunchOptions())
     uri = f"sqlite:///{tmp_path}/mlflow.db"
