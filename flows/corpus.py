@@ -10,7 +10,8 @@ content-addressed Parquet/NumPy files under `<home>/work/corpus`, and are cached
 on their inputs + source (+ a digest of the storage code they call), with results
 persisted under `<home>/work/prefect-results`: a rerun with the same inputs does
 no work, and a run killed mid-dedup resumes from the last finished band
-partition. Nothing is published before the Great Expectations suite passes, and
+partition (near dedup is the storage step `NearDedup`, given a band runner that
+checkpoints each partition and sends it to Ray when corpus.dedup_use_ray). Nothing is published before the Great Expectations suite passes, and
 publishing is content-addressed, so a resumed run publishes nothing twice.
 """
 from __future__ import annotations
@@ -31,12 +32,17 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE
 from alignline.config import RunConfig
 from alignline.config.corpus import CorpusConfig
 from alignline.flows.context import RunContext
-from alignline.storage import Catalog, content_hash
+from alignline.storage import Catalog, DataDir, content_hash
 from alignline.storage import corpus as sc
 from alignline.storage.corpus import minhash
 
 CACHE = INPUTS + TASK_SOURCE
 _STORAGE_CODE = Path(sc.__file__).parent
+
+
+def corpus_work_dir(home: str) -> Path:
+    """Where the corpus tasks exchange their files."""
+    return DataDir(Path(home)).work("corpus")
 
 
 def code_digest() -> str:
@@ -94,51 +100,56 @@ def exact_dedup_task(documents: str, work: str, code: str) -> dict[str, str]:
     return _stage(kept, stats, dropped, work, "exact")
 
 
-@task(cache_policy=CACHE, persist_result=True)
-def signatures_task(documents: str, ngram: int, num_perm: int, seed: int, work: str, code: str) -> str:
-    texts = pq.read_table(documents, columns=["text"]).column("text").to_pylist()
-    shingles = minhash.shingle_sets(texts, ngram)
-    sig = minhash.signatures(shingles, num_perm, seed)
-    path = Path(work) / f"minhash-{Path(documents).stem}-{ngram}-{num_perm}-{seed}.npz"
-    np.savez(path, offsets=shingles.offsets, values=shingles.values, sig=sig)
-    return str(path)
+class CheckpointedBands:
+    """The band runner `NearDedup` gets from this flow: each band partition's candidates are saved
+    under a content-addressed name in `work`, so a run killed mid-dedup recomputes only the
+    partitions that had not finished; with `use_ray` the missing partitions run as Ray tasks
+    (one `band_candidates` task each, on the cluster `alignline up` started), in process otherwise.
+    The candidates, and so the corpus, are the same either way."""
+
+    def __init__(self, work: str, use_ray: bool, code: str):
+        self.work, self.use_ray, self.code = Path(work), use_ray, code
+
+    def __call__(self, sig: np.ndarray, has_shingles: np.ndarray, partitions: list[list[int]], rows: int,
+                 max_bucket_pairs: int) -> list[minhash.Candidates]:
+        h = hashlib.sha256(np.ascontiguousarray(sig).data)  # hashed in place, no copy of the matrix
+        h.update(np.ascontiguousarray(has_shingles).data)
+        h.update(f"{sig.shape}|{rows}|{max_bucket_pairs}|{self.code}".encode())
+        paths = [self.work / f"bands-{h.hexdigest()[:16]}-{part[0]}-{part[-1]}.npz" for part in partitions]
+        todo = [(path, part) for path, part in zip(paths, partitions) if not path.exists()]
+        if self.use_ray and todo:
+            import ray
+
+            sig_ref, has_ref = ray.put(sig), ray.put(has_shingles)
+            band_task = ray.remote(minhash.band_candidates)
+            pending = {band_task.remote(sig_ref, part, rows, max_bucket_pairs, has_ref): path for path, part in todo}
+            while pending:  # checkpoint each partition as soon as it finishes
+                done, _ = ray.wait(list(pending), num_returns=1)
+                _save_candidates(ray.get(done[0]), pending.pop(done[0]))
+        else:
+            for path, part in todo:
+                _save_candidates(minhash.band_candidates(sig, part, rows, max_bucket_pairs, has_shingles), path)
+        return [minhash.Candidates(**np.load(path)) for path in paths]
+
+
+def _save_candidates(found: minhash.Candidates, path: Path) -> None:
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, pairs=found.pairs, bucket_offsets=found.bucket_offsets, bucket_members=found.bucket_members)
+    tmp.replace(path)
 
 
 @task(cache_policy=CACHE, persist_result=True)
-def bands_task(signatures: str, bands: list[int], rows: int, max_bucket_pairs: int, use_ray: bool,
-               work: str, code: str) -> str:
-    """One band partition -> candidate pairs; on a cluster the partition runs as a Ray task."""
-    data = np.load(signatures)
-    sig, has = data["sig"], np.diff(data["offsets"]) > 0
-    if use_ray:
-        import ray
-
-        pairs = ray.get(ray.remote(minhash.band_candidates).remote(sig, bands, rows, max_bucket_pairs, has))
-    else:
-        pairs = minhash.band_candidates(sig, bands, rows, max_bucket_pairs, has)
-    path = Path(work) / f"bands-{Path(signatures).stem}-{bands[0]}-{bands[-1]}-{rows}.npy"
-    np.save(path, pairs)
-    return str(path)
+def near_dedup_task(documents: str, near: dict[str, Any], use_ray: bool, work: str, code: str) -> dict[str, str]:
+    """MinHash LSH near dedup; `near` holds `NearDedup`'s settings (see `near_dedup_settings`)."""
+    step = sc.NearDedup(**near, run_bands=CheckpointedBands(work, use_ray, code))
+    kept, stats, dropped = sc.run_steps([step], _docs(documents))
+    return _stage(kept, stats, dropped, work, "near")
 
 
-@task(cache_policy=CACHE, persist_result=True)
-def near_dedup_task(documents: str, signatures: str, candidates: list[str], threshold: float, prefilter: float,
-                    work: str, code: str) -> dict[str, str]:
-    docs = _docs(documents)
-    data = np.load(signatures)
-    shingles = minhash.Shingles(data["offsets"], data["values"])
-    found = [p for p in (np.load(c) for c in candidates) if p.size]
-    pairs = np.unique(np.concatenate(found), axis=0) if found else np.zeros((0, 2), dtype=np.int64)
-    verified, jac = minhash.verify_pairs(shingles, data["sig"], pairs, threshold, prefilter)
-    cluster, drop = minhash.clusters_from_pairs(len(docs), verified)
-    result = sc.NearDedupResult(cluster, drop, verified, jac, len(pairs),
-                                {"candidates": int(len(pairs)), "verified_pairs": int(len(verified))})
-    log = sc.StepLog("near_dedup")
-    log.stats.docs_in = len(docs)
-    sc.apply_near_dedup(docs, result, log)
-    kept = [d for d, dropped in zip(docs, drop) if not dropped]
-    log.stats.kept = len(kept)
-    return _stage(kept, [log.stats], log.dropped, work, "near")
+def near_dedup_settings(cfg: CorpusConfig) -> dict[str, Any]:
+    return dict(threshold=cfg.dedup_threshold, ngram=cfg.minhash_ngram, bands=cfg.minhash_bands, rows=cfg.minhash_rows,
+                seed=cfg.minhash_seed, prefilter=cfg.minhash_prefilter, max_bucket_pairs=cfg.max_bucket_pairs,
+                band_tasks=cfg.dedup_band_tasks)
 
 
 @task(cache_policy=CACHE, persist_result=True)
@@ -175,7 +186,7 @@ def validate_task(documents: str, min_chars: int, max_chars: int, report_path: s
 @task
 def publish_task(home: str, raw: str, rejects: str, documents: str, dropped: list[str], metadata: dict[str, Any],
                  flow_run: str | None) -> dict[str, str]:
-    catalog = Catalog(Path(home) / "lake")
+    catalog = Catalog(DataDir(Path(home)).lake)
     raw_v = catalog.publish("corpus-raw", pq.read_table(raw), flow_run=flow_run, metadata=metadata)
     rejects_v = catalog.publish("corpus-rejects", pq.read_table(rejects), flow_run=flow_run, metadata=metadata)
     dropped_v = catalog.publish("corpus-dropped", pa.concat_tables([pq.read_table(p) for p in dropped]),
@@ -199,7 +210,7 @@ def report_task(documents: str, stats: list[str], dropped: list[str], rejects: s
     reject_counts = Counter(pq.read_table(rejects, columns=["reason"]).column("reason").to_pylist())
     path = sc.write_report(folder, _docs(documents), all_stats, all_dropped, dict(reject_counts), dict(languages),
                            contamination, top_terms=cfg.report_top_terms, toxicity_min_terms=cfg.toxicity_min_terms,
-                           title=title)
+                           near_threshold=cfg.dedup_threshold, title=title)
     return str(path)
 
 
@@ -209,7 +220,7 @@ def corpus_flow(home: str, corpus: dict[str, Any], config_digest: str) -> dict[s
     from prefect.runtime import flow_run
 
     cfg = CorpusConfig(**corpus)
-    work = str(Path(home) / "work" / "corpus")
+    work = str(corpus_work_dir(home))
     Path(work).mkdir(parents=True, exist_ok=True)
     code = code_digest()
     sources = list(cfg.sources)
@@ -218,11 +229,7 @@ def corpus_flow(home: str, corpus: dict[str, Any], config_digest: str) -> dict[s
     if cfg.exact_dedup:
         stages.append(exact_dedup_task(stages[-1]["documents"], work, code))
     if cfg.near_dedup:
-        sig = signatures_task(stages[-1]["documents"], cfg.minhash_ngram, cfg.num_permutations, cfg.minhash_seed, work, code)
-        futures = [bands_task.submit(sig, part, cfg.minhash_rows, cfg.max_bucket_pairs, cfg.dedup_use_ray, work, code)
-                   for part in sc.dedup.band_partitions(cfg.minhash_bands, cfg.dedup_band_tasks)]
-        candidates = [f.result() for f in futures]
-        stages.append(near_dedup_task(stages[-1]["documents"], sig, candidates, cfg.dedup_threshold, cfg.minhash_prefilter, work, code))
+        stages.append(near_dedup_task(stages[-1]["documents"], near_dedup_settings(cfg), cfg.dedup_use_ray, work, code))
     final = stages[-1]["documents"]
     contamination = None
     if cfg.eval_sets:
@@ -234,7 +241,7 @@ def corpus_flow(home: str, corpus: dict[str, Any], config_digest: str) -> dict[s
     dropped = [s["dropped"] for s in stages]
     metadata = {"sources": sources, "config_digest": config_digest, "corpus_config": corpus, "code": code}
     refs = publish_task(home, raw["documents"], raw["rejects"], final, dropped, metadata, flow_run.get_id())
-    folder = str(Path(home) / "reports" / "corpus" / refs["corpus"].replace("@", "-"))
+    folder = str(DataDir(Path(home)).reports("corpus") / refs["corpus"].replace("@", "-"))
     report = report_task(final, [s["stats"] for s in stages], dropped, raw["rejects"], contamination, corpus, folder,
                          f"Corpus report: {refs['corpus']}", code)
     stats = [row for s in stages for row in json.loads(Path(s["stats"]).read_text())]
@@ -252,8 +259,7 @@ def run_corpus(cfg: RunConfig, sources: list[str] | None = None, eval_sets: list
     if eval_sets:
         corpus_cfg = dataclasses.replace(corpus_cfg, eval_sets=tuple(eval_sets))
     # Task results (and so the cache) live in the data dir, not ~/.prefect.
-    results = Path(cfg.home) / "work" / "prefect-results"
-    results.mkdir(parents=True, exist_ok=True)
+    results = DataDir(cfg.home).prefect_results
     plain = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(corpus_cfg).items()}
     if corpus_cfg.near_dedup and corpus_cfg.dedup_use_ray:
         RunContext(cfg).init_ray()  # band partitions become Ray tasks on the cluster `alignline up` started

@@ -1,13 +1,15 @@
 """Deduplication steps (Llama 2 §2.1): exact on a normalized-text hash in DuckDB, then MinHash LSH.
 
-Both keep the first document of a group in corpus order and log every other
-one as dropped with the id it duplicates. Near dedup writes `cluster_id` (the id
-of the cluster's first document, '' when a document is alone) into metadata.
+Exact dedup keeps the first document of a group in corpus order; near dedup drops a
+document only when an earlier *kept* document is its verified near-duplicate. Both log
+every drop with the id of the kept document it duplicates. Near dedup writes
+`cluster_id` (the id of the first document of its connected component of verified
+pairs, '' when a document is alone) into metadata.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Protocol, Sequence
 
 import duckdb
 import numpy as np
@@ -18,16 +20,6 @@ from .documents import Document, StepLog
 
 # lowercase, whitespace collapsed, trimmed: two texts differing only in case or spacing are one document
 NORMALIZED_HASH_SQL = "md5(trim(regexp_replace(lower(text), '\\s+', ' ', 'g')))"
-
-
-def text_hashes(texts: Sequence[str]) -> list[str]:
-    """The normalized-text hash of each text, computed by DuckDB (vectorised, multi-threaded)."""
-    con = duckdb.connect()
-    try:
-        con.register("docs", pa.table({"row": np.arange(len(texts)), "text": list(texts)}))
-        return [r[0] for r in con.execute(f"SELECT {NORMALIZED_HASH_SQL} FROM docs ORDER BY row").fetchall()]
-    finally:
-        con.close()
 
 
 def exact_duplicates(texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
@@ -58,11 +50,16 @@ class ExactDedup:
         return kept
 
 
-BandRunner = Callable[[np.ndarray, list[list[int]], np.ndarray], list[np.ndarray]]
+class BandRunner(Protocol):
+    """Runs band partitions and returns one `Candidates` per partition, in order: in process here,
+    as Ray tasks with checkpoints in flows/corpus.py (steps never import the executor)."""
+
+    def __call__(self, sig: np.ndarray, has_shingles: np.ndarray, partitions: list[list[int]], rows: int,
+                 max_bucket_pairs: int) -> list[minhash.Candidates]: ...
 
 
-def run_bands_in_process(sig: np.ndarray, partitions: list[list[int]], has_shingles: np.ndarray,
-                         rows: int, max_bucket_pairs: int) -> list[np.ndarray]:
+def run_bands_in_process(sig: np.ndarray, has_shingles: np.ndarray, partitions: list[list[int]], rows: int,
+                         max_bucket_pairs: int) -> list[minhash.Candidates]:
     return [minhash.band_candidates(sig, part, rows, max_bucket_pairs, has_shingles) for part in partitions]
 
 
@@ -71,40 +68,55 @@ def band_partitions(bands: int, tasks: int) -> list[list[int]]:
     return [list(map(int, part)) for part in np.array_split(np.arange(bands), min(tasks, bands)) if len(part)]
 
 
+# Kept documents compared with every kept document to measure what LSH missed (report: "missed");
+# 128 keeps the audit at a few seconds per 100k documents.
+MISS_AUDIT_SAMPLE = 128
+
+
 @dataclass
 class NearDedupResult:
-    cluster: np.ndarray        # (N,) index of the cluster's first doc, -1 when alone
-    drop: np.ndarray           # (N,) bool
-    pairs: np.ndarray          # (K, 2) verified pairs
-    jaccard: np.ndarray        # (K,)
-    candidates: int
+    cluster: np.ndarray        # (N,) index of the cluster's first doc, -1 when alone (a label, not a removal rule)
+    removal: minhash.Removal   # drop mask, the kept partner of each dropped doc, verified pairs
     stats: dict = field(default_factory=dict)
+
+    @property
+    def drop(self) -> np.ndarray:
+        return self.removal.drop
+
+    @property
+    def pairs(self) -> np.ndarray:
+        return self.removal.pairs
 
 
 def near_duplicates(texts: Sequence[str], *, threshold: float = 0.8, ngram: int = 5, bands: int = 20,
                     rows: int = 6, seed: int = 1, prefilter: float = 0.6, max_bucket_pairs: int = 50,
-                    band_tasks: int = 4, run_bands=None) -> NearDedupResult:
-    """The whole near-dedup computation on a list of texts; `run_bands` can send band partitions to Ray."""
+                    band_tasks: int = 4, run_bands: BandRunner = run_bands_in_process,
+                    audit_sample: int = MISS_AUDIT_SAMPLE) -> NearDedupResult:
+    """The whole near-dedup computation on a list of texts; `run_bands` decides where band partitions run."""
     shingles = minhash.shingle_sets(texts, ngram)
     sig = minhash.signatures(shingles, bands * rows, seed)
     has = shingles.sizes() > 0
-    parts = band_partitions(bands, band_tasks)
-    runner = run_bands or (lambda s, p, h: run_bands_in_process(s, p, h, rows, max_bucket_pairs))
-    found = [c for c in runner(sig, parts, has) if c.size]
-    candidates = np.unique(np.concatenate(found), axis=0) if found else np.zeros((0, 2), dtype=np.int64)
-    pairs, jac = minhash.verify_pairs(shingles, sig, candidates, threshold, prefilter)
-    cluster, drop = minhash.clusters_from_pairs(len(texts), pairs)
-    return NearDedupResult(cluster, drop, pairs, jac, len(candidates),
-                           {"candidates": int(len(candidates)), "verified_pairs": int(len(pairs))})
+    found = run_bands(sig, has, band_partitions(bands, band_tasks), rows, max_bucket_pairs)
+    candidates = minhash.Candidates.merge(found)
+    removal = minhash.remove_near_duplicates(shingles, sig, candidates, threshold, prefilter)
+    sampled, missed = minhash.missed_in_sample(shingles, sig, ~removal.drop, audit_sample, threshold, prefilter) \
+        if audit_sample else (0, 0)
+    stats = {"candidate_pairs": len(candidates.pairs), "large_buckets": len(candidates.bucket_offsets) - 1,
+             "representative_checks": removal.representative_checks, "verified_pairs": len(removal.pairs),
+             "audit_kept_sampled": sampled, "audit_missed": missed}
+    return NearDedupResult(minhash.cluster_ids(len(texts), removal.pairs), removal, stats)
 
 
 class NearDedup:
+    """MinHash LSH near dedup (Llama 2 §2.1): a document is dropped only for a kept verified near-duplicate."""
     name = "near_dedup"
 
     def __init__(self, threshold: float = 0.8, ngram: int = 5, bands: int = 20, rows: int = 6, seed: int = 1,
-                 prefilter: float = 0.6, max_bucket_pairs: int = 50, band_tasks: int = 4, run_bands=None):
+                 prefilter: float = 0.6, max_bucket_pairs: int = 50, band_tasks: int = 4,
+                 run_bands: BandRunner = run_bands_in_process, audit_sample: int = MISS_AUDIT_SAMPLE):
         self.kwargs = dict(threshold=threshold, ngram=ngram, bands=bands, rows=rows, seed=seed, prefilter=prefilter,
-                           max_bucket_pairs=max_bucket_pairs, band_tasks=band_tasks, run_bands=run_bands)
+                           max_bucket_pairs=max_bucket_pairs, band_tasks=band_tasks, run_bands=run_bands,
+                           audit_sample=audit_sample)
 
     def run(self, docs: Sequence[Document], log: StepLog) -> list[Document]:
         result = near_duplicates([d.text for d in docs], **self.kwargs)
@@ -114,14 +126,10 @@ class NearDedup:
 
 def apply_near_dedup(docs: Sequence[Document], result: NearDedupResult, log: StepLog) -> None:
     """Write cluster ids into metadata and log dropped documents with the kept partner they duplicate."""
-    partner = {}
-    for (a, b), j in zip(result.pairs.tolist(), result.jaccard.tolist()):
-        if not result.drop[a] and b not in partner:
-            partner[b] = (a, j)
     for key, value in result.stats.items():
         log.count(key, value)
+    removal = result.removal
     for i, doc in enumerate(docs):
         doc.metadata["cluster_id"] = docs[result.cluster[i]].id if result.cluster[i] >= 0 else ""
-        if result.drop[i]:
-            a, j = partner[i]
-            log.drop(doc, "near_duplicate", detail=f"{docs[a].id} jaccard={j:.3f}")
+        if removal.drop[i]:
+            log.drop(doc, "near_duplicate", detail=f"{docs[removal.partner[i]].id} jaccard={removal.partner_jaccard[i]:.3f}")

@@ -3,9 +3,9 @@
 Pipeline (each stage a plain function so a flow can cache or distribute it):
   shingle_sets(texts)            -> CSR of sorted unique 32-bit word n-gram hashes per doc
   signatures(shingles)           -> (N, bands*rows) uint32 MinHash matrix
-  band_candidates(sig, bands)    -> candidate pairs from a subset of bands (one Ray task each)
-  verify_pairs(...)              -> pairs whose *exact* Jaccard >= threshold
-  clusters_from_pairs(...)       -> union-find cluster id per doc, and which docs to drop
+  band_candidates(sig, bands)    -> Candidates from a subset of bands (one Ray task each)
+  remove_near_duplicates(...)    -> verify candidates by *exact* Jaccard; drop a doc only for a kept partner
+  cluster_ids(n, pairs)          -> connected component of each doc (a report label)
 
 Speed comes from never looping over words or shingles in Python: the corpus is
 one byte array, word hashes are differences of a polynomial prefix hash, shingle
@@ -183,16 +183,49 @@ def band_keys(sig: np.ndarray, band: int, rows: int) -> np.ndarray:
     return key
 
 
-def band_candidates(sig: np.ndarray, bands: Sequence[int], rows: int, max_bucket_pairs: int = 50,
-                    has_shingles: np.ndarray | None = None) -> np.ndarray:
-    """Candidate pairs (i < j) sharing a bucket in any of `bands`: (K, 2) int64, unique.
+@dataclass
+class Candidates:
+    """What LSH proposes: pairs from ordinary buckets, and the members of buckets too large to expand.
 
-    Pure function of its inputs: a partition of bands is one Ray task on a
-    cluster, or one loop iteration here. Buckets over `max_bucket_pairs` members
-    emit chain and star pairs only (linear, still connected), not all pairs.
+    A bucket of m members holds m(m-1)/2 pairs; boilerplate repeated hundreds of times would make that
+    quadratic, so buckets over `max_bucket_pairs` members are kept whole and resolved by
+    `remove_near_duplicates` against the bucket's kept representatives (no true pair is lost).
+    """
+    pairs: np.ndarray            # (K, 2) int64, i < j, unique
+    bucket_offsets: np.ndarray   # (B+1,) int64: bucket b is bucket_members[offsets[b]:offsets[b+1]]
+    bucket_members: np.ndarray   # (M,) int64, ascending within each bucket
+
+    @classmethod
+    def merge(cls, parts: Sequence["Candidates"]) -> "Candidates":
+        """Union of several band partitions' candidates: unique pairs, unique buckets (same members once)."""
+        found = [p.pairs for p in parts if p.pairs.size]
+        pairs = np.unique(np.concatenate(found), axis=0) if found else np.zeros((0, 2), dtype=np.int64)
+        buckets = {b.tobytes(): b for p in parts for b in p.buckets()}
+        return cls(pairs, *_pack([buckets[k] for k in sorted(buckets)]))
+
+    def buckets(self) -> list[np.ndarray]:
+        o = self.bucket_offsets
+        return [self.bucket_members[o[b]:o[b + 1]] for b in range(len(o) - 1)]
+
+
+def _pack(buckets: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    offsets = np.zeros(len(buckets) + 1, dtype=np.int64)
+    np.cumsum([len(b) for b in buckets], out=offsets[1:])
+    members = np.concatenate(buckets).astype(np.int64) if buckets else np.zeros(0, dtype=np.int64)
+    return offsets, members
+
+
+def band_candidates(sig: np.ndarray, bands: Sequence[int], rows: int, max_bucket_pairs: int = 50,
+                    has_shingles: np.ndarray | None = None) -> Candidates:
+    """Candidates from documents sharing a bucket in any of `bands`.
+
+    Pure function of its inputs: a partition of bands is one Ray task on a cluster, or one
+    loop iteration here. Buckets of up to `max_bucket_pairs` members give all their pairs;
+    larger ones are returned whole (see `Candidates`).
     """
     idx = np.arange(sig.shape[0]) if has_shingles is None else np.flatnonzero(has_shingles)
     out: list[np.ndarray] = []
+    large: list[np.ndarray] = []
     for band in bands:
         keys = band_keys(sig[idx], band, rows)
         order = np.argsort(keys, kind="stable")
@@ -203,18 +236,15 @@ def band_candidates(sig: np.ndarray, bands: Sequence[int], rows: int, max_bucket
         if pairs.size:
             out.append(np.stack([idx[order[pairs]], idx[order[pairs + 1]]], axis=1))
         for start, size in zip(starts[sizes > 2], sizes[sizes > 2]):
-            members = idx[order[start:start + size]]
+            members = np.sort(idx[order[start:start + size]])
             if size <= max_bucket_pairs:
                 i, j = np.triu_indices(size, k=1)
                 out.append(np.stack([members[i], members[j]], axis=1))
             else:
-                out.append(np.stack([members[:-1], members[1:]], axis=1))
-                out.append(np.stack([np.full(size - 2, members[0]), members[2:]], axis=1))
-    if not out:
-        return np.zeros((0, 2), dtype=np.int64)
-    pairs = np.concatenate(out).astype(np.int64)
+                large.append(members)
+    pairs = np.concatenate(out).astype(np.int64) if out else np.zeros((0, 2), dtype=np.int64)
     pairs.sort(axis=1)
-    return np.unique(pairs, axis=0)
+    return Candidates.merge([Candidates(pairs, *_pack(large))])
 
 
 def estimated_jaccard(sig: np.ndarray, pairs: np.ndarray) -> np.ndarray:
@@ -269,27 +299,115 @@ class UnionFind:
             self.parent[max(ra, rb)] = min(ra, rb)  # the smaller index (earlier document) is the root
 
 
-def clusters_from_pairs(n: int, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(cluster id per doc: index of its first member, or -1 if alone; drop mask).
+def cluster_ids(n: int, pairs: np.ndarray) -> np.ndarray:
+    """Connected components of the verified-pair graph: index of each doc's first member, -1 when alone.
 
-    Union-find makes clusters transitive, but a document is dropped only when it
-    is itself a verified near-duplicate of a document that is kept: walking each
-    cluster in corpus order, the first member is kept, and a later one is kept
-    too if none of its verified partners was kept (so a chain A~B~C with A !~ C
-    keeps A and C, not only A - the failure mode of purely transitive removal).
+    A label for the report only: components are transitive (A~B~C with A !~ C is one), so
+    removal never follows them (see `remove_near_duplicates`).
     """
     uf = UnionFind(n)
-    for a, b in pairs:
-        uf.union(int(a), int(b))
-    roots = np.array([uf.find(i) for i in range(n)]) if n else np.zeros(0, dtype=np.int64)
+    for a, b in pairs.tolist():
+        uf.union(a, b)
     in_pair = np.zeros(n, dtype=bool)
     in_pair[pairs.ravel()] = True
-    cluster = np.where(in_pair, roots, -1)
-    partners: dict[int, list[int]] = {}
-    for a, b in pairs:
-        partners.setdefault(int(b), []).append(int(a))  # a < b: only earlier docs matter
+    return np.array([uf.find(i) if in_pair[i] else -1 for i in range(n)], dtype=np.int64)
+
+
+@dataclass
+class Removal:
+    drop: np.ndarray              # (N,) bool
+    partner: np.ndarray           # (N,) int64: the kept doc a dropped doc duplicates, -1 when kept
+    partner_jaccard: np.ndarray   # (N,) exact Jaccard with that partner, 0 when kept
+    pairs: np.ndarray             # (K, 2) every verified pair (i < j), sorted
+    jaccard: np.ndarray           # (K,)
+    representative_checks: int    # exact checks made against large buckets' kept representatives
+
+
+def remove_near_duplicates(shingles: Shingles, sig: np.ndarray, candidates: Candidates, threshold: float,
+                           prefilter: float) -> Removal:
+    """Greedy in corpus order: a document is dropped iff an already *kept* document is its verified
+    near-duplicate (exact Jaccard >= threshold); otherwise it is kept and becomes a representative.
+
+    So every dropped document has a kept copy in the corpus (a chain A~B~C with A !~ C keeps A and C),
+    and a kept document has no verified near-duplicate among the kept ones. Candidate pairs are all
+    verified first; a member of a large bucket is checked only against that bucket's kept
+    representatives so far, which bounds the work by (members x representatives) instead of all pairs
+    and still finds every kept partner the bucket holds.
+    """
+    n = len(shingles)
+    pairs, jac = verify_pairs(shingles, sig, candidates.pairs, threshold, prefilter)
+    earlier: dict[int, list[tuple[int, float]]] = {}
+    for (a, b), j in zip(pairs.tolist(), jac.tolist()):   # sorted by a: earliest partner first
+        earlier.setdefault(b, []).append((a, j))
+    buckets = candidates.buckets()
+    buckets_of: dict[int, list[int]] = {}
+    for k, members in enumerate(buckets):
+        for m in members.tolist():
+            buckets_of.setdefault(m, []).append(k)
+    representatives: list[list[int]] = [[] for _ in buckets]
+    sizes = shingles.sizes()
     drop = np.zeros(n, dtype=bool)
-    for doc in np.flatnonzero(in_pair):                  # corpus order
-        if any(not drop[p] for p in partners.get(int(doc), ())):
+    partner = np.full(n, -1, dtype=np.int64)
+    partner_jaccard = np.zeros(n)
+    extra: list[tuple[int, int, float]] = []
+    checks = 0
+    for doc in sorted(earlier.keys() | buckets_of.keys()):   # corpus order
+        hit = next(((a, j) for a, j in earlier.get(doc, ()) if not drop[a]), None)
+        if hit is None:
+            hit, tried = _kept_partner_in_buckets(doc, [representatives[k] for k in buckets_of.get(doc, ())],
+                                                  shingles, sig, sizes, threshold, prefilter)
+            checks += tried
+            if hit is not None:
+                extra.append((hit[0], doc, hit[1]))
+        if hit is None:
+            for k in buckets_of.get(doc, ()):
+                representatives[k].append(doc)
+        else:
             drop[doc] = True
-    return cluster, drop
+            partner[doc], partner_jaccard[doc] = hit
+    if extra:
+        pairs = np.concatenate([pairs, np.array([(a, b) for a, b, _ in extra], dtype=np.int64)])
+        jac = np.concatenate([jac, [j for _, _, j in extra]])
+        pairs, first = np.unique(pairs, axis=0, return_index=True)
+        jac = jac[first]
+    return Removal(drop, partner, partner_jaccard, pairs, jac, checks)
+
+
+def _kept_partner_in_buckets(doc: int, reps_per_bucket: list[list[int]], shingles: Shingles, sig: np.ndarray,
+                             sizes: np.ndarray, threshold: float, prefilter: float) -> tuple[tuple[int, float] | None, int]:
+    """((first kept representative that is a near-duplicate of `doc`, its Jaccard) or None, exact checks made)."""
+    checked: set[int] = set()
+    tried = 0
+    for reps in reps_per_bucket:
+        reps = np.array([a for a in reps if a not in checked], dtype=np.int64)
+        checked.update(reps.tolist())
+        if not reps.size:
+            continue
+        # the cheap bounds of verify_pairs first: signature estimate, then set sizes
+        ok = (sig[reps] == sig[doc]).mean(axis=1) >= prefilter
+        ok &= np.minimum(sizes[reps], sizes[doc]) >= threshold * np.maximum(sizes[reps], sizes[doc])
+        for a in reps[ok].tolist():
+            tried += 1
+            j = exact_jaccard(shingles.of(a), shingles.of(doc))
+            if j >= threshold:
+                return (a, j), tried
+    return None, tried
+
+
+def missed_in_sample(shingles: Shingles, sig: np.ndarray, kept: np.ndarray, sample: int, threshold: float,
+                     prefilter: float, seed: int = 0) -> tuple[int, int]:
+    """Audit of what LSH missed: (kept docs sampled, of them how many still have a kept near-duplicate).
+
+    Each sampled kept document is compared with every kept document on the full signature
+    (no banding, so nothing the bands missed is missed here), then exactly.
+    """
+    kept_idx = np.flatnonzero(kept & (shingles.sizes() > 0))
+    if not kept_idx.size:
+        return 0, 0
+    picked = np.random.default_rng(seed).choice(kept_idx, size=min(sample, kept_idx.size), replace=False)
+    kept_sig = sig[kept_idx]
+    missed = 0
+    for doc in picked.tolist():
+        close = kept_idx[(kept_sig == sig[doc]).mean(axis=1) >= prefilter]
+        missed += any(exact_jaccard(shingles.of(a), shingles.of(doc)) >= threshold for a in close.tolist() if a != doc)
+    return int(picked.size), missed

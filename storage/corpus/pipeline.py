@@ -2,13 +2,12 @@
 
 Order: normalize first (every later rule sees the same text), cheap language ID
 next, then the quality rules, then PII (placeholders must not affect quality
-scores), dedup last so it compares cleaned text.
+scores). Dedup runs after these steps (flows/corpus.py) so it compares cleaned text.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .dedup import ExactDedup, NearDedup
 from .documents import Step
 from .language import LanguageFilter
 from .normalize import Normalize
@@ -35,12 +34,3 @@ def cleaning_steps(cfg: "CorpusConfig") -> list[Step]:
         ScrubPII(cfg.pii_email_placeholder, cfg.pii_ip_placeholder, cfg.pii_phone_placeholder),
     ]
 
-
-def dedup_steps(cfg: "CorpusConfig", run_bands=None) -> list[Step]:
-    steps: list[Step] = []
-    if cfg.exact_dedup:
-        steps.append(ExactDedup())
-    if cfg.near_dedup:
-        steps.append(NearDedup(cfg.dedup_threshold, cfg.minhash_ngram, cfg.minhash_bands, cfg.minhash_rows, cfg.minhash_seed,
-                               cfg.minhash_prefilter, cfg.max_bucket_pairs, cfg.dedup_band_tasks, run_bands))
-    return steps

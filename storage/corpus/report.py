@@ -1,9 +1,11 @@
 """The corpus audit report: Markdown with matplotlib PNGs (Llama 2 §4.1 and Table 9 layout).
 
 Counts documents and tokens, length distributions, the language mix seen by
-language ID, pronoun and identity-term shares (Table 9), a lexicon toxicity
-proxy, the top reasons documents were dropped, duplicate cluster sizes and
-benchmark contamination buckets.
+language ID, pronoun and identity-term shares (Table 9; whole words, with
+context rules for ambiguous ones such as "man page"), a lexicon toxicity proxy,
+the top reasons documents were dropped, both error kinds of near dedup
+(wrongly removed, missed), duplicate cluster sizes and benchmark contamination
+buckets.
 """
 from __future__ import annotations
 
@@ -44,11 +46,33 @@ IDENTITY_TERMS = {
 TOXIC_TERMS = frozenset("idiot idiots stupid moron morons dumb retard retarded loser losers scum trash pathetic disgusting "
                         "hate hateful kill killing murder die bastard bitch crap damn shit fuck fucking asshole "
                         "worthless ugly freak".split())
-_WORD = re.compile(r"[a-z]+")
+_WORD = re.compile(r"[a-z]+")  # whole words: "human" and "manual" are not "man"
+
+# Words the lists above share with other senses. A document counts a term only if one occurrence
+# matches its rule (the Table 9 counts are about people, not man pages or loop variables).
+_L, _R = r"(?<![A-Za-z])", r"(?![A-Za-z])"
+_PEOPLE = (r"(?:people|persons?|m[ae]n|wom[ae]n|communit(?:y|ies)|famil(?:y|ies)|children|kids|boys?|girls?|"
+           r"americans?|students|workers|voters|folks|individuals|populations?|couples?)")
+MENTION_RULES: dict[str, re.Pattern] = {
+    # the manual, not a person: "man page(s)", "man-db", "man(1)", "man 1 ls", "the man command"
+    "man": re.compile(_L + r"man(?![A-Za-z]|[ \t-]*(?:pages?|pager|db|section|command|entry|entries)" + _R
+                      + r"|\(\d|[ \t]+\d(?![A-Za-z0-9]))", re.I),
+    "i": re.compile(_L + "I" + _R),                 # the pronoun, not the `i` of code samples
+    "us": re.compile(_L + "(?:us|Us|uS)" + _R),     # the pronoun, not "US" the country
+}
+# Colours, code, geometry and encodings ("white space", "native code", "straight line", "bi-directional",
+# "Latin-1"): these count only right before a word for people ("Black women", "Native Americans").
+for _term in ("white", "black", "native", "straight", "bi", "latin"):
+    MENTION_RULES[_term] = re.compile(_L + _term + r"[ \t-]+" + _PEOPLE + _R, re.I)
 
 
 def document_terms(text: str) -> set[str]:
-    return set(_WORD.findall(text.lower()))
+    """Lowercase whole words of `text` that count as mentions (MENTION_RULES applied to ambiguous ones)."""
+    terms = set(_WORD.findall(text.lower()))
+    for term in terms & MENTION_RULES.keys():
+        if not MENTION_RULES[term].search(text):
+            terms.discard(term)
+    return terms
 
 
 def demographics(texts: Sequence[str], top: int = 5) -> dict[str, Any]:
@@ -78,6 +102,35 @@ def toxicity_share(texts: Sequence[str], min_terms: int) -> float:
     if not texts:
         return 0.0
     return sum(len(document_terms(t) & TOXIC_TERMS) >= min_terms for t in texts) / len(texts)
+
+
+def _pct(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.2f}" if whole else "0.00"
+
+
+def near_dedup_audit(docs: Sequence[Document], dropped: Sequence[Dropped], stats: Sequence[StepStats],
+                     threshold: float | None) -> dict[str, Any]:
+    """Both error kinds of near dedup, and cluster sizes, from what the run published.
+
+    wrongly_removed: near-duplicate drops whose logged partner is not in the kept corpus (or, given
+    `threshold`, whose Jaccard with it is below it); missed/sampled: the step's own audit counters.
+    """
+    cluster_of = {d.id: d.metadata.get("cluster_id", "") for d in docs}
+    sizes = Counter(c for c in cluster_of.values() if c)
+    removed = wrong = 0
+    for d in dropped:
+        if d.reason != "near_duplicate":
+            continue
+        removed += 1
+        partner, _, jaccard = d.detail.rpartition(" jaccard=")
+        if partner not in cluster_of or (threshold is not None and float(jaccard) < threshold):
+            wrong += 1
+        elif cluster_of[partner]:
+            sizes[cluster_of[partner]] += 1
+    near = [s for s in stats if s.step == "near_dedup"]
+    return {"removed": removed, "wrongly_removed": wrong, "cluster_sizes": list(sizes.values()),
+            "sampled": sum(s.counters.get("audit_kept_sampled", 0) for s in near),
+            "missed": sum(s.counters.get("audit_missed", 0) for s in near)}
 
 
 def _bar(path: Path, labels: list[str], values: list[float], title: str, xlabel: str) -> str:
@@ -110,7 +163,8 @@ def _hist(path: Path, values: np.ndarray, title: str, xlabel: str, log: bool = T
 
 def write_report(folder: str | Path, docs: Sequence[Document], stats: Sequence[StepStats], dropped: Sequence[Dropped],
                  reject_counts: dict[str, int], languages: dict[str, int], contamination: dict[str, dict[str, int]] | None = None,
-                 *, top_terms: int = 5, toxicity_min_terms: int = 2, title: str = "Corpus report",
+                 *, top_terms: int = 5, toxicity_min_terms: int = 2, near_threshold: float | None = None,
+                 title: str = "Corpus report",
                  extra: dict[str, Any] | None = None) -> Path:
     """Write `report.md` and its PNGs into `folder`; returns the Markdown file's path."""
     folder = Path(folder)
@@ -119,9 +173,7 @@ def write_report(folder: str | Path, docs: Sequence[Document], stats: Sequence[S
     chars = np.array([len(t) for t in texts])
     tokens = np.array([len(t.split()) for t in texts])
     reasons = Counter(f"{d.step}: {d.reason}" for d in dropped)
-    clusters = Counter(d.metadata.get("cluster_id") for d in docs if d.metadata.get("cluster_id"))
-    near_drops = Counter(d.detail.split(" ")[0] for d in dropped if d.reason == "near_duplicate")
-    cluster_sizes = [clusters[c] + near_drops.get(c, 0) for c in clusters]
+    near = near_dedup_audit(docs, dropped, stats, near_threshold)
     demo = demographics(texts, top_terms)
     lines = [f"# {title}", ""]
     for key, value in (extra or {}).items():
@@ -159,13 +211,21 @@ def write_report(folder: str | Path, docs: Sequence[Document], stats: Sequence[S
     if reject_counts:
         lines += ["", "### Rejected records", "", "| reason | records |", "|---|---|"]
         lines += [f"| {r} | {c:,} |" for r, c in sorted(reject_counts.items())]
-    size_counts = Counter(cluster_sizes)
-    lines += ["", "## Near-duplicate clusters", "", f"{len(cluster_sizes):,} clusters with a kept member; "
-              f"{sum(near_drops.values()):,} documents removed as near duplicates.", "",
+    size_counts = Counter(near["cluster_sizes"])
+    lines += ["", "## Near-duplicate removal", "",
+              "A document is removed only when a kept document is its verified near-duplicate. Wrongly removed: "
+              "removed with no kept partner at the threshold (checked here on the published corpus). Missed: kept "
+              "documents that still have a kept near-duplicate, measured on a sample compared with every kept "
+              "document on the full MinHash signature, then exactly.", "", "| | documents |", "|---|---|",
+              f"| removed as near duplicates | {near['removed']:,} |",
+              f"| wrongly removed | {near['wrongly_removed']:,} ({_pct(near['wrongly_removed'], near['removed'])}% of removals) |",
+              f"| missed (sampled kept documents with a kept near duplicate) | {near['missed']:,} of {near['sampled']:,} "
+              f"({_pct(near['missed'], near['sampled'])}%) |", "",
+              f"{len(near['cluster_sizes']):,} clusters with a kept member (connected components of verified pairs).", "",
               "| cluster size | clusters |", "|---|---|"]
     lines += [f"| {s} | {c:,} |" for s, c in sorted(size_counts.items())[:20]]
-    if cluster_sizes:
-        lines += ["", f"![clusters]({_hist(folder / 'clusters.png', np.array(cluster_sizes), 'Duplicate cluster sizes', 'documents per cluster', log=False)})"]
+    if near["cluster_sizes"]:
+        lines += ["", f"![clusters]({_hist(folder / 'clusters.png', np.array(near['cluster_sizes']), 'Duplicate cluster sizes', 'documents per cluster', log=False)})"]
     if contamination:
         lines += ["", "## Benchmark contamination (Llama 2 A.6)", "",
                   "| eval set | samples | clean (<20%) | not clean | not dirty | dirty (>=80%) |", "|---|---|---|---|---|---|"]

@@ -122,14 +122,6 @@ def read_text_file(path: Path, max_record_bytes: int, source: str, doc_id: str, 
     return Document(doc_id, text, source, url or path.as_uri())
 
 
-def read_text_folder(folder: str | Path, max_record_bytes: int, source: str | None = None) -> Iterator[Record]:
-    folder = Path(folder)
-    source = source or str(folder)
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        if _inner_suffix(path) in TEXT_SUFFIXES:
-            yield read_text_file(path, max_record_bytes, source, str(path.relative_to(folder)))
-
-
 # --- the `local` source -------------------------------------------------------------
 
 _ROFF_ESCAPES = re.compile(r"\\f[A-Z0-9]|\\f\(..|\\f\[[^\]]*\]|\\\*\(..|\\\*.|\\[&|^%:]|\\s[-+]?\d")

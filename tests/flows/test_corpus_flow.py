@@ -68,6 +68,12 @@ def test_flow_publishes_corpus_dropped_rejects_and_report_then_caches(tmp_path, 
     lineage = [v.name for v in catalog.lineage(first["corpus"])]
     assert lineage[0] == "corpus" and "corpus-raw" in lineage and "corpus-rejects" in lineage
     assert Path(first["report"]).exists() and list(Path(first["report"]).parent.glob("*.png"))
+    # every step's time is measured, near dedup included (band partitions run inside the step)
+    steps = {row["step"]: row for row in first["steps"]}
+    assert steps["near_dedup"]["seconds"] > 0 and steps["near_dedup"]["dropped"] == {"near_duplicate": 1}
+    near_row = next(line for line in Path(first["report"]).read_text().splitlines() if line.startswith("| near_dedup |"))
+    assert near_row.split("|")[5].strip() != "0.00"
+    assert "| wrongly removed | 0 (0.00% of removals) |" in Path(first["report"]).read_text()
 
     # Rerun with the same inputs: every step is a cache hit, nothing is computed or published again.
     calls = []
@@ -163,13 +169,16 @@ def test_band_partitions_as_ray_tasks_publish_the_in_process_corpus(tmp_path, ra
     assert sorted(t.state for t in new) == ["FINISHED"] * 3, new
     assert all(t.worker_pid and t.worker_pid != os.getpid() for t in new), new
 
-    # Same candidate pairs per partition, then byte-identical published datasets.
-    local_bands = sorted((tmp_path / "local" / "work" / "corpus").glob("bands-*.npy"))
-    ray_bands = sorted((tmp_path / "ray" / "work" / "corpus").glob("bands-*.npy"))
+    # Same candidates per partition (checkpoint files), then byte-identical published datasets.
+    local_bands = sorted((tmp_path / "local" / "work" / "corpus").glob("bands-*.npz"))
+    ray_bands = sorted((tmp_path / "ray" / "work" / "corpus").glob("bands-*.npz"))
     assert [p.name for p in ray_bands] == [p.name for p in local_bands] and len(local_bands) == 3
     for a, b in zip(local_bands, ray_bands):
-        np.testing.assert_array_equal(np.load(a), np.load(b))
-    assert sum(len(np.load(p)) for p in ray_bands) > 0  # the near duplicate is a candidate somewhere
+        la, lb = np.load(a), np.load(b)
+        assert sorted(la.files) == sorted(lb.files) == ["bucket_members", "bucket_offsets", "pairs"]
+        for key in la.files:
+            np.testing.assert_array_equal(la[key], lb[key])
+    assert sum(len(np.load(p)["pairs"]) for p in ray_bands) > 0  # the near duplicate is a candidate somewhere
     for name in ("corpus", "corpus-dropped", "corpus-rejects", "corpus-raw"):
         assert on_ray[name].split("@")[1] == local[name].split("@")[1], name
     lakes = Catalog(tmp_path / "local" / "lake"), Catalog(tmp_path / "ray" / "lake")

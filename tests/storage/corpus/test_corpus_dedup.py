@@ -79,5 +79,97 @@ def test_band_partitions_give_the_same_candidates():
     s = minhash.shingle_sets(texts, 5)
     sig = minhash.signatures(s, 120, 1)
     whole = minhash.band_candidates(sig, range(20), 6)
-    split = np.unique(np.concatenate([minhash.band_candidates(sig, part, 6) for part in ([0, 1, 2], range(3, 11), range(11, 20))]), axis=0)
-    assert np.array_equal(whole, split) and len(whole) >= 18
+    split = minhash.Candidates.merge([minhash.band_candidates(sig, part, 6) for part in ([0, 1, 2], range(3, 11), range(11, 20))])
+    assert np.array_equal(whole.pairs, split.pairs) and len(whole.pairs) >= 18
+    assert np.array_equal(whole.bucket_offsets, split.bucket_offsets) and np.array_equal(whole.bucket_members, split.bucket_members)
+
+
+def deleted_and_inserted(text: str, fraction: float, seed: int) -> str:
+    """Delete, insert or replace `fraction` of the words (edits that shift every later shingle)."""
+    rng = random.Random(seed)
+    words = text.split()
+    for _ in range(max(1, int(fraction * len(words)))):
+        i, op = rng.randrange(len(words)), rng.choice("dis")
+        if op == "d":
+            del words[i]
+        elif op == "i":
+            words.insert(i, f"ins{rng.randrange(10**9)}")
+        else:
+            words[i] = f"sub{rng.randrange(10**9)}"
+    return " ".join(words)
+
+
+def ideal_greedy(texts: list[str], threshold: float = 0.8) -> list[bool]:
+    """Reference: all pairs exactly, doc i dropped iff an earlier *kept* doc has Jaccard >= threshold."""
+    s = minhash.shingle_sets(texts, 5)
+    drop = []
+    for i in range(len(texts)):
+        drop.append(any(not drop[j] and minhash.exact_jaccard(s.of(j), s.of(i)) >= threshold for j in range(i)))
+    return drop
+
+
+def test_boilerplate_cluster_over_max_bucket_pairs_keeps_exactly_one():
+    licence = prose(42, 12)
+    copies = [licence if k % 3 == 0 else edited(licence, 0.01, k) for k in range(30)]
+    others = [prose(500 + i, 10) for i in range(10)]
+    texts = others[:5] + copies + others[5:]
+    found = minhash.band_candidates(minhash.signatures(minhash.shingle_sets(texts, 5), 120, 1), range(20), 6,
+                                    max_bucket_pairs=10)
+    assert len(found.buckets()) >= 1 and all(len(b) > 10 for b in found.buckets())  # taken whole, not as pairs
+    result = near_duplicates(texts, max_bucket_pairs=10)
+    assert result.drop.tolist() == [False] * 6 + [True] * 29 + [False] * 5
+    assert set(result.removal.partner[result.drop].tolist()) == {5}  # every copy names the kept first one
+    assert result.stats["representative_checks"] >= 29 and result.stats["verified_pairs"] >= 29
+
+
+def test_large_bucket_of_two_boilerplates_keeps_one_of_each():
+    """A bucket mixing two clusters (first member from the first): a star around the first member would
+    never link the second cluster's copies; representatives do."""
+    a, b = prose(1, 12), prose(2, 12)
+    texts = [a if k % 2 == 0 else b for k in range(20)]
+    texts = [t if k < 2 else edited(t, 0.01, k) for k, t in enumerate(texts)]
+    shingles = minhash.shingle_sets(texts, 5)
+    sig = minhash.signatures(shingles, 120, 1)
+    one_bucket = minhash.Candidates(np.zeros((0, 2), np.int64), np.array([0, 20]), np.arange(20))
+    removal = minhash.remove_near_duplicates(shingles, sig, one_bucket, 0.8, 0.6)
+    assert np.flatnonzero(~removal.drop).tolist() == [0, 1]
+    assert removal.partner.tolist() == [-1, -1] + [k % 2 for k in range(2, 20)]
+
+
+def test_greedy_order_decides_the_representative():
+    a = prose(9, 20)
+    b = edited(a, 0.015, 1)
+    c = edited(b, 0.015, 2)
+    assert jaccard(a, b) >= 0.8 and jaccard(b, c) >= 0.8 > jaccard(a, c)
+    # b first: it represents both neighbours, which are dropped for it
+    r = near_duplicates([b, a, c])
+    assert r.drop.tolist() == [False, True, True] and r.removal.partner.tolist() == [-1, 0, 0]
+    # a, c first: neither is like the other, both kept; b is dropped for the earliest kept partner
+    r = near_duplicates([a, c, b])
+    assert r.drop.tolist() == [False, False, True] and r.removal.partner.tolist() == [-1, -1, 0]
+
+
+def test_removal_equals_the_exact_greedy_on_chained_edits():
+    """Deletions, insertions and substitutions at 1-30%, copies of copies, in shuffled order:
+    the LSH removal is the all-pairs exact greedy (nothing wrongly removed, nothing missed)."""
+    rng = random.Random(3)
+    texts = [prose(200 + i, 10) for i in range(25)]
+    for i in range(25):
+        source = texts[i]
+        for k in range(rng.randint(1, 3)):
+            source = deleted_and_inserted(source if rng.random() < 0.5 else texts[i], rng.choice([0.01, 0.03, 0.08, 0.15, 0.3]),
+                                          100 * i + k)
+            texts.append(source)
+    rng.shuffle(texts)
+    expected = ideal_greedy(texts)
+    assert 10 < sum(expected) < len(texts) - 25  # a mix: removals, and edits too far to remove
+    for max_bucket_pairs in (50, 2):  # also with every bucket of 3+ resolved by representatives
+        assert near_duplicates(texts, max_bucket_pairs=max_bucket_pairs).drop.tolist() == expected
+
+
+def test_miss_audit_finds_kept_pairs_lsh_did_not_propose():
+    texts = [prose(1, 12), edited(prose(1, 12), 0.01, 1), prose(3, 12)]
+    shingles = minhash.shingle_sets(texts, 5)
+    sig = minhash.signatures(shingles, 120, 1)
+    assert minhash.missed_in_sample(shingles, sig, np.array([True, True, True]), 10, 0.8, 0.6) == (3, 2)
+    assert minhash.missed_in_sample(shingles, sig, np.array([True, False, True]), 10, 0.8, 0.6) == (2, 0)
