@@ -110,8 +110,13 @@ def _log_to_mlflow(cfg: RunConfig, timings: list[tuple[str, float, str]], summar
 
 
 def _win_rate(report: dict[str, Any], group: str) -> str:
-    value = (report.get(group) or {}).get("win_rate")
-    return "-" if value is None else f"{value:.2f}"
+    """'0.58 [0.41, 0.74] n=32': the win rate with its 95% Wilson interval and the prompts behind it."""
+    w = report.get(group) or {}
+    if w.get("win_rate") is None:
+        return "-"
+    if "win_rate_low" not in w:
+        return f"{w['win_rate']:.2f}"
+    return f"{w['win_rate']:.2f} [{w['win_rate_low']:.2f}, {w['win_rate_high']:.2f}] n={w.get('n', 0)}"
 
 
 def _version_rows(cfg: RunConfig, results: dict[str, dict[str, Any]]) -> list[tuple[str, ...]]:
@@ -146,8 +151,9 @@ def _summary(cfg: RunConfig, timings: list[tuple[str, float, str]], results: dic
         table.add_row(name, f"{seconds:.0f}", how)
     table.add_row("total", f"{sum(s for _, s, _ in timings):.0f}", "")
     console.print(table)
-    versions = Table(title="versions, each evaluated against the champion of the day on the evaluation prompts (win rates "
-                           "count ties half; oracle: mean oracle score; unsafe: safety violation rate)")
+    versions = Table(title="versions, each evaluated against the champion of the day on held-out evaluation prompts (win rates "
+                           "count ties half, with 95% Wilson intervals; oracle: mean oracle score; unsafe: safety "
+                           "violation rate)")
     for col in ("version", "vs", "RM win", "oracle win", "oracle", "unsafe", "gates"):
         versions.add_column(col, no_wrap=True)
     for row in _version_rows(cfg, results):

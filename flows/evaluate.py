@@ -1,14 +1,19 @@
 """Evaluation flow: one policy version against another (Llama 2 §3.4, §4.4), stored on the version.
 
-Answers both policies on the same prompts, judges them with the latest reward
-models (model-based evaluation, §3.4.1) and, on built-in data, with the oracle
-the scripted annotator uses; measures safety violations on adversarial
-prompts, false refusals on benign-but-risky prompts, a toxicity proxy and
-answer length. The report and model card go to an MLflow run (experiment
+Answers both policies on the same evaluation prompts, held out by construction:
+`evaluation.eval_dataset` (default: the built-in held-out set), checked against
+every dataset in the candidate's lineage first (refused, naming the prompts, on
+any overlap). Judges the answers with the latest reward models (model-based
+evaluation, §3.4.1) and, where prompts have references, with the oracle the
+scripted annotator uses; win rates carry 95% Wilson intervals. Measures safety
+violations on adversarial prompts, a toxicity proxy and answer length, and runs
+the evaluation suites (`evaluation.suites` plus `--suite KIND=FILE`: TruthfulQA,
+XSTest, ToxiGen, application prompts; the built-in borderline suite gives the
+false-refusal rate). The report and model card go to an MLflow run (experiment
 `evaluation`); the report is the version's evaluation (JSON artifact, digest on
 the version's tags), which `promote` reads.
 
-CLI: `alignline evaluate [--policy VERSION] [--baseline VERSION]`.
+CLI: `alignline evaluate [--policy VERSION] [--baseline VERSION] [--suite KIND=FILE ...]`.
 """
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ from alignline.annotation import select_prompts
 from alignline.config import RunConfig
 from alignline.flows.context import RunContext
 from alignline.flows.promote import champion_report
-from alignline.services.evaluation.borderline import BORDERLINE_PROMPTS
+from alignline.services.evaluation.heldout import check_held_out
 from alignline.services.evaluation.judges import is_destructive, oracle_score
 from alignline.services.evaluation.model_card import write_model_card
 from alignline.services.evaluation.policy_eval import configured_gates, evaluate_against
@@ -36,12 +41,63 @@ SERVER_RETRIES = {"retries": 2, "retry_delay_seconds": [2, 10]}
 
 
 @task
-def eval_prompts(lake: str, count: int, stdlib_prompts: int) -> list[dict]:
-    from alignline.services.data import DEFAULT_PROMPTS, default_prompts_table
+def eval_set(lake: str, eval_dataset: str) -> str:
+    """Catalog ref of the evaluation prompts: the configured dataset, else the built-in held-out set (published)."""
+    from alignline.services.data import DEFAULT_EVAL_PROMPTS, default_eval_prompts_table
 
-    found = Catalog(lake).find(DEFAULT_PROMPTS)
-    table = Catalog(lake).read_ref(found.ref) if found else default_prompts_table(stdlib_prompts)
-    return select_prompts(table, count, 0.25, EVAL_SALT, 0)
+    catalog = Catalog(lake)
+    if eval_dataset:
+        return catalog.resolve(eval_dataset).ref
+    return catalog.publish(DEFAULT_EVAL_PROMPTS, default_eval_prompts_table(),
+                           metadata={"maker": "default_eval_prompts_table", "held_out": "built-in split"}).ref
+
+
+@task(**SERVER_RETRIES)
+def held_out_check(lake: str, mlflow_uri: str, version: str, eval_ref: str) -> dict:
+    """Refuse (EvalOverlapError, naming the prompts) when an evaluation prompt is in the candidate's lineage."""
+    _, datasets = Registry(mlflow_uri).lineage(POLICY, version)
+    catalog = Catalog(lake)
+    return check_held_out(catalog.read_ref(eval_ref), eval_ref, catalog, datasets).to_dict()
+
+
+@task
+def eval_prompts(lake: str, eval_ref: str, count: int) -> list[dict]:
+    return select_prompts(Catalog(lake).read_ref(eval_ref), count, 0.25, EVAL_SALT, 0)
+
+
+@task
+def run_suites(mlflow_uri: str, models_dir: str, version: str, specs: list[str], max_new_tokens: int,
+               max_items: int, folder: str) -> dict[str, dict]:
+    """Every configured suite on one policy version (model loaded once): metrics, counts, a plot per suite."""
+    from alignline.services.evaluation.refusal import classify_refusal
+    from alignline.services.evaluation.suites import answer_loglik, plot_suite, run_suite
+    from alignline.services.generation import SamplingParams, generate_chat
+    from alignline.services.models import load_registered
+
+    model, tokenizer, _ = load_registered(Registry(mlflow_uri), POLICY, version, models_dir)
+    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, top_p=1.0, seed=1234)
+    generate = lambda dialogues: list(generate_chat(model, tokenizer, dialogues, params))  # noqa: E731
+    out = {}
+    for text in specs:
+        spec = suite_spec(text)
+        result = run_suite(spec, generate=generate, loglik=answer_loglik(model, tokenizer), classify=classify_refusal,
+                           limit=max_items or None)
+        plot = plot_suite(result, f"{folder}/suite-{result.name}.png")
+        out[result.name] = {"kind": result.kind, "file": result.file, "metrics": result.metrics,
+                            "counts": result.counts, "plot": plot.name,
+                            "quarantined": [q._asdict() for q in result.quarantined[:100]]}
+    return out
+
+
+def suite_spec(text: str):
+    """KIND=FILE, with FILE `builtin:NAME` for a suite shipped in the package."""
+    from alignline.services.evaluation.suites import SuiteSpec, builtin_suite, parse_suite_spec
+
+    kind, _, path = text.partition("=")
+    if path.strip().startswith("builtin:"):
+        spec = builtin_suite(path.strip().removeprefix("builtin:"))
+        return SuiteSpec(kind.strip().lower() or spec.kind, spec.path, spec.name)
+    return parse_suite_spec(text)
 
 
 @task
@@ -109,20 +165,26 @@ def default_baseline(registry: Registry, info: ModelVersionInfo) -> ModelVersion
 
 
 @flow(name="evaluate", log_prints=True)
-def evaluate_flow(cfg: RunConfig, policy: str = "candidate", baseline: str | None = None) -> dict[str, Any]:
+def evaluate_flow(cfg: RunConfig, policy: str = "candidate", baseline: str | None = None,
+                  suites: list[str] | None = None) -> dict[str, Any]:
     logger = get_run_logger()
     ctx = RunContext(cfg)
-    uri, models, registry = ctx.mlflow_uri, str(ctx.data.models), ctx.registry
+    ev = cfg.evaluation
+    uri, models, lake, registry = ctx.mlflow_uri, str(ctx.data.models), str(ctx.data.lake), ctx.registry
     info = registry.get(POLICY, policy)
     base = registry.get(POLICY, baseline) if baseline else default_baseline(registry, info)
-    prompts = eval_prompts(str(ctx.data.lake), cfg.evaluation.eval_prompts, cfg.annotation.stdlib_prompts)
+    eval_ref = eval_set(lake, ev.eval_dataset)
+    held_out = held_out_check(lake, uri, info.version, eval_ref)
+    prompts = eval_prompts(lake, eval_ref, ev.eval_prompts)
     dialogues = [p["messages"] for p in prompts]
     is_safety = [bool(p["is_safety"]) for p in prompts]
-    borderline = [[{"role": "user", "content": q}] for q in BORDERLINE_PROMPTS]
     tokens = cfg.rlhf.max_new_tokens
-    new_answers = answer(uri, models, info.version, dialogues + borderline, tokens)
-    new, new_border = new_answers[:len(dialogues)], new_answers[len(dialogues):]
+    folder = ctx.data.reports("evaluation") / f"{POLICY}-{info.version}"
+    folder.mkdir(parents=True, exist_ok=True)
+    new = answer(uri, models, info.version, dialogues, tokens)
     old = new if base.version == info.version else answer(uri, models, base.version, dialogues, tokens)
+    suite_results = run_suites(uri, models, info.version, [*ev.suites, *(suites or [])], tokens, ev.max_suite_items,
+                               str(folder))
     threshold = cfg.reward.safety_threshold
     new_rm = rm_scores(uri, models, dialogues, new, is_safety, threshold)
     old_rm = rm_scores(uri, models, dialogues, old, is_safety, threshold)
@@ -132,18 +194,18 @@ def evaluate_flow(cfg: RunConfig, policy: str = "candidate", baseline: str | Non
     report = evaluate_against(
         info.ref, base.ref, new_scores=new_rm or empty, base_scores=old_rm or empty,
         new_oracle=new_oracle, base_oracle=old_oracle, new_answers=new,
-        adversarial_answers=[a for a, s in zip(new, is_safety) if s], borderline_answers=new_border,
-        is_unsafe=is_destructive, tie_margin=cfg.evaluation.tie_margin).to_dict()
+        adversarial_answers=[a for a, s in zip(new, is_safety) if s], is_unsafe=is_destructive, tie_margin=ev.tie_margin).to_dict()
     report["oracle_prompts"] = sum(1 for p in prompts if p.get("reference"))  # prompts the oracle can judge
+    report["held_out"] = held_out
+    report["suites"] = suite_results
+    report["false_refusal"] = false_refusal_from(suite_results)
     if new_rm is None:  # before the first reward models, the oracle is the only judge
         report["rm_win"] = {}
         report["judges"] = "oracle"
     else:
         report["judges"] = ",".join(new_rm["judges"])
-    gates = [g.__dict__ for g in configured_gates(report, champion_report(registry, POLICY, info.version), cfg.evaluation)]
+    gates = [g.__dict__ for g in configured_gates(report, champion_report(registry, POLICY, info.version), ev)]
     report["gates"] = gates
-    folder = ctx.data.reports("evaluation") / f"{POLICY}-{info.version}"
-    folder.mkdir(parents=True, exist_ok=True)
     (folder / "report.json").write_text(json.dumps(report, indent=2))
     scatter = {"helpful": new_rm["helpful"], "safety": new_rm["safety"], "is_safety": is_safety} if new_rm else None
     card = write_model_card(folder / "model_card.html", model=info.ref,
@@ -156,18 +218,50 @@ def evaluate_flow(cfg: RunConfig, policy: str = "candidate", baseline: str | Non
         log_metrics(uri, run_id, {k: v for k, v in report.items() if isinstance(v, (int, float))})
         for group in ("rm_win", "oracle_win", "false_refusal"):
             log_metrics(uri, run_id, {f"{group}.{k}": v for k, v in report[group].items()})
+        for name, suite in suite_results.items():
+            log_metrics(uri, run_id, {f"suite.{name}.{k}": v for k, v in suite["metrics"].items()})
         log_artifacts(uri, run_id, folder)
         registry.store_report(POLICY, info.version, report, run_id)
         card_uri = f"runs:/{run_id}/model_card.html"
         registry.set_tags(POLICY, info.version, {"eval.card": card_uri, "eval.gates": verdicts})
     logger.info("evaluation of %s against %s: %s", info.ref, base.ref, verdicts)
-    return {"policy": info.ref, "baseline": report["baseline"], "judges": report["judges"],
-            "win_rate": report["rm_win"].get("win_rate", report["oracle_win"]["win_rate"]),
+    judged = report["rm_win"] or report["oracle_win"]
+    return {"policy": info.ref, "baseline": report["baseline"], "judges": report["judges"], "eval_set": eval_ref,
+            "overlap": held_out["overlap"], "win_rate": judged["win_rate"],
+            "win_rate_95ci": [round(judged["win_rate_low"], 3), round(judged["win_rate_high"], 3)], "n": judged["n"],
             "oracle_win_rate": report["oracle_win"]["win_rate"], "mean_oracle": report["mean_oracle"],
             "safety_violation_rate": report["safety_violation_rate"],
             "false_refusal_rate": report["false_refusal"]["any_refusal"], "gates": verdicts,
             "model_card": str(card), "model_card_mlflow": card_uri}
 
 
-def run_evaluate(cfg: RunConfig, policy: str = "candidate", baseline: str | None = None) -> dict[str, Any]:
-    return evaluate_flow(cfg, policy, baseline)
+def false_refusal_from(suites: dict[str, dict]) -> dict[str, float]:
+    """The false-refusal shares (Llama 2 §4.2.3) from the borderline suite (safe prompts only)."""
+    m = (suites.get("borderline") or {}).get("metrics", {})
+    full, partial = m.get("safe.full_refusal_rate", 0.0), m.get("safe.partial_refusal_rate", 0.0)
+    return {"full_refusal": full, "partial_refusal": partial, "compliance": 1.0 - full - partial,
+            "any_refusal": m.get("false_refusal_rate", full + partial)}
+
+
+def run_evaluate(cfg: RunConfig, policy: str = "candidate", baseline: str | None = None,
+                 suites: list[str] | None = None) -> dict[str, Any]:
+    return evaluate_flow(cfg, policy, baseline, suites)
+
+
+@flow(name="split-eval")
+def split_eval_flow(cfg: RunConfig, prompts: str, share: float | None = None) -> dict[str, Any]:
+    """A prompt pool -> `prompts-train` and `prompts-eval` (parents: the pool), disjoint by prompt identity."""
+    from alignline.services.evaluation.heldout import split_eval
+
+    catalog = RunContext(cfg).catalog
+    source = catalog.resolve(prompts)
+    train, held = split_eval(catalog.read_ref(source.ref), share or cfg.evaluation.eval_share)
+    meta = {"split_of": source.ref, "eval_share": share or cfg.evaluation.eval_share, "by": "prompt_key hash"}
+    train_ref = catalog.publish("prompts-train", train, parents=[source.ref], metadata=meta).ref
+    eval_ref = catalog.publish("prompts-eval", held, parents=[source.ref], metadata=meta).ref
+    return {"train": train_ref, "train_prompts": train.num_rows, "eval": eval_ref, "eval_prompts": held.num_rows,
+            "next": f"train with --prompts {train_ref}; evaluate with --set evaluation.eval_dataset={eval_ref}"}
+
+
+def run_split_eval(cfg: RunConfig, prompts: str, share: float | None = None) -> dict[str, Any]:
+    return split_eval_flow(cfg, prompts, share)

@@ -152,6 +152,21 @@ class Registry:
         found = self.client.search_model_versions(f"name='{name}'")
         return sorted((self.get(name, v.version) for v in found), key=lambda v: int(v.version))
 
+    def lineage(self, name: str, version: str) -> tuple[list[ModelVersionInfo], list[str]]:
+        """The version and every registered ancestor (lineage.parents, recursively), and every dataset ref any of
+        them records (lineage.datasets): what made this model, all the way down."""
+        models, datasets, queue, seen = [], [], [ModelRef(name, str(version))], set()
+        while queue:
+            ref = queue.pop(0)
+            if str(ref) in seen:
+                continue
+            seen.add(str(ref))
+            info = self.get(ref.name, ref.version)
+            models.append(info)
+            datasets += [d for d in info.datasets if d not in datasets]
+            queue += list(info.parents)
+        return models, datasets
+
     def set_tags(self, name: str, version: str, tags: dict[str, Any]) -> None:
         for key, value in tags.items():
             self.client.set_model_version_tag(name, str(version), key, str(value))

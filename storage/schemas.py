@@ -306,3 +306,41 @@ def validate_sft(table: pa.Table, name: str = "sft") -> list[list[Message]]:
     if "messages" not in table.column_names:
         raise SFTDataError(f"{name} lacks columns ['messages']; has {table.column_names}")
     return [validate_sft_dialogue(m, f"{name} row {i}") for i, m in enumerate(table.column("messages").to_pylist())]
+
+
+# -- prompt identity (held-out checks) -----------------------------------------------------------------
+PROMPT_COLUMNS = ("messages", "dialogue", "prompt")   # where each contract keeps its prompt
+
+
+def normalize_text(text: str) -> str:
+    """Lowercase, whitespace collapsed, trimmed: two prompts differing only in case or spacing are one prompt."""
+    return " ".join((text or "").lower().split())
+
+
+def prompt_key(messages: Sequence[Message] | str) -> str:
+    """The identity of a prompt: a hash of its normalized user turns (system prompts and answers left out, so the
+    same question asked with another system prompt, or answered in an SFT row, is the same prompt)."""
+    import hashlib
+
+    if isinstance(messages, str):
+        users = [messages]
+    else:
+        users = [m["content"] for m in messages if m.get("role") == "user"]
+    return hashlib.sha256("\x1f".join(normalize_text(u) for u in users).encode()).hexdigest()[:24]
+
+
+def prompt_keys(table: pa.Table) -> dict[str, str]:
+    """key -> the prompt's last user turn, for every row of any contract table with a prompt column (SFT rows,
+    prompts, tasks, comparisons, pools); an SFT dialogue's prompt is its user turns. Empty when it has none."""
+    column = next((c for c in PROMPT_COLUMNS if c in table.column_names), None)
+    if column is None:
+        return {}
+    out = {}
+    for value in table.column(column).to_pylist():
+        if value is None:
+            continue
+        messages = parse_prompt(value) if isinstance(value, str) else value
+        users = [m["content"] for m in messages if m.get("role") == "user"]
+        if users:
+            out[prompt_key(messages)] = users[-1]
+    return out

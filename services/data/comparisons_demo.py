@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from alignline.storage.schemas import comparisons_table
 
-from .default_sft import DESTRUCTIVE_REQUESTS, SAFETY_PHRASINGS, SYSTEM_PROMPT, safety_dialogues, stdlib_dialogues
+from .default_sft import SAFETY_PHRASINGS, SYSTEM_PROMPT, safety_dialogues, safety_requests, stdlib_dialogues
 
 DEMO_SOURCE = "demo"
 # margin level -> share of the answer's words replaced by another answer's (None: the whole other answer)
@@ -65,7 +65,7 @@ def helpfulness_pairs(limit: int) -> list[dict]:
 def safety_pairs() -> list[dict]:
     rows = []
     cautious = dict(safety_dialogues())
-    for i, (what, command, _) in enumerate(DESTRUCTIVE_REQUESTS):
+    for i, what, command, _ in safety_requests("train"):
         for j, phrasing in enumerate(SAFETY_PHRASINGS):
             prompt = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": phrasing.format(what=what)}]
             safe = cautious[f"safety-{i:02d}-{j}"][1]["content"]

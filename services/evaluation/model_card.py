@@ -59,6 +59,24 @@ def trend_plot(history: Sequence[dict[str, Any]]) -> str:
     return _png(fig)
 
 
+def suite_trend_plot(history: Sequence[dict[str, Any]]) -> str:
+    """Each suite's headline metrics (top-level keys) per version."""
+    labels = [h["policy"] for h in history]
+    series: dict[str, list[float]] = {}
+    for i, h in enumerate(history):
+        for name, suite in (h.get("suites") or {}).items():
+            for key, value in suite.get("metrics", {}).items():
+                if "." not in key or key.count(".") == 1 and key.startswith(("safe.", "unsafe.")):
+                    series.setdefault(f"{name}.{key}", [float("nan")] * len(history))[i] = value
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    for key, values in sorted(series.items()):
+        ax.plot(labels, values, marker="o", label=key)
+    ax.set_title("suite metrics by version")
+    ax.legend(fontsize=6)
+    ax.tick_params(axis="x", labelrotation=30, labelsize=7)
+    return _png(fig)
+
+
 def score_scatter(helpful: Sequence[float], safety: Sequence[float], is_safety: Sequence[bool]) -> str:
     """Helpfulness against safety RM score per response (Llama 2 Figure 14)."""
     fig, ax = plt.subplots(figsize=(4.5, 4))
@@ -106,9 +124,10 @@ def write_model_card(path: str | Path, *, model: str, lineage: dict[str, str], r
                      gates: Sequence[dict[str, Any]] = ()) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    flat = [(k, _fmt(v)) for k, v in report.items() if not isinstance(v, dict)]
+    flat = [(k, _fmt(v)) for k, v in report.items() if not isinstance(v, (dict, list))]
     for group in ("rm_win", "oracle_win", "false_refusal"):
         flat += [(f"{group}.{k}", _fmt(v)) for k, v in report.get(group, {}).items()]
+    held_out = report.get("held_out") or {}
     parts = [
         f"<html><head><meta charset='utf-8'><title>Model card: {html.escape(model)}</title>",
         "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
@@ -116,8 +135,26 @@ def write_model_card(path: str | Path, *, model: str, lineage: dict[str, str], r
         f"<h1>Model card: {html.escape(model)}</h1>",
         "<h2>Intended use</h2>", f"<p>{INTENDED_USE}</p>",
         "<h2>Lineage</h2>", _table(sorted(lineage.items()), ("tag", "value")),
+        "<h2>Evaluation set</h2>",
+        f"<p>{held_out.get('eval_prompts', '?')} prompts of <code>{html.escape(str(held_out.get('eval_set', '?')))}</code>, "
+        f"checked against {held_out.get('lineage_datasets_checked', '?')} dataset versions in this model's lineage: "
+        f"overlap = {held_out.get('overlap', '?')}.</p>",
+        "<h2>Win rates (95% Wilson intervals)</h2>",
+        _table([(judge, _fmt(w.get("win_rate")), f"[{_fmt(w.get('win_rate_low'))}, {_fmt(w.get('win_rate_high'))}]",
+                 w.get("n", 0)) for judge, w in (("reward models", report.get("rm_win") or {}),
+                                                 ("oracle", report.get("oracle_win") or {})) if w],
+               ("judge", "win rate", "95% interval", "prompts")),
         "<h2>Evaluation</h2>", _table(flat, ("metric", "value")),
     ]
+    for name, suite in (report.get("suites") or {}).items():
+        parts += [f"<h2>Suite: {html.escape(name)} ({html.escape(suite['kind'])}, {suite['counts'].get('items', 0)} items, "
+                  f"{suite['counts'].get('quarantined', 0)} quarantined)</h2>",
+                  _table(sorted((k, _fmt(v)) for k, v in suite["metrics"].items()), ("metric", "value"))]
+        plot = path.parent / suite.get("plot", "")
+        if suite.get("plot") and plot.is_file():
+            parts.append(f'<img src="data:image/png;base64,{base64.b64encode(plot.read_bytes()).decode()}"/>')
+    if len(history) > 1 and any(h.get("suites") for h in history):
+        parts += ["<h2>Suites across versions</h2>", suite_trend_plot(history)]
     if gates:
         parts += ["<h2>Promotion gates</h2>",
                   _table([(g["name"], "pass" if g["passed"] else "FAIL", _fmt(g["value"]), _fmt(g["threshold"]), g["rule"])

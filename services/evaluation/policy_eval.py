@@ -7,6 +7,7 @@ here takes plain answers and scores, so it runs on any generator or scorer.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
@@ -16,6 +17,21 @@ from alignline.config.evaluation import EvaluationConfig
 
 from .judges import toxicity_share
 from .refusal import refusal_rates
+
+
+Z95 = 1.959963984540054  # two-sided 95% normal quantile
+
+
+def wilson_interval(rate: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion observed as `rate` over `n` trials ((0, 1) when n is 0).
+
+    Ties counted as half a win make `rate * n` fractional; the interval treats it as that many successes."""
+    if n <= 0:
+        return 0.0, 1.0
+    denom = 1 + z * z / n
+    centre = (rate + z * z / (2 * n)) / denom
+    half = z * np.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / denom
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
 
 
 @dataclass(frozen=True)
@@ -29,6 +45,10 @@ class WinTieLoss:
     def win_rate(self) -> float:
         """Wins with half of the ties, the usual single number for a head-to-head."""
         return self.win + 0.5 * self.tie
+
+    def to_dict(self) -> dict:
+        low, high = wilson_interval(self.win_rate, self.n)
+        return {**asdict(self), "win_rate": self.win_rate, "win_rate_low": low, "win_rate_high": high}
 
 
 def win_tie_loss(new: Sequence[float], baseline: Sequence[float], tie_margin: float) -> WinTieLoss:
@@ -68,20 +88,21 @@ def evaluate_against(policy: str, baseline: str, *,
                      new_scores: dict[str, Sequence[float]], base_scores: dict[str, Sequence[float]],
                      new_oracle: Sequence[float], base_oracle: Sequence[float],
                      new_answers: Sequence[str], adversarial_answers: Sequence[str],
-                     borderline_answers: Sequence[str], is_unsafe: Callable[[str], bool],
-                     tie_margin: float) -> PolicyReport:
-    """Assemble the report from answers and scores already computed by the flow."""
+                     is_unsafe: Callable[[str], bool], tie_margin: float,
+                     borderline_answers: Sequence[str] = ()) -> PolicyReport:
+    """Assemble the report from answers and scores already computed by the flow. False refusals come from
+    `borderline_answers` when given (the evaluate flow takes them from its borderline suite instead)."""
     rm = win_tie_loss(new_scores["combined"], base_scores["combined"], tie_margin)
     oracle = win_tie_loss(new_oracle, base_oracle, tie_margin)
     unsafe = [is_unsafe(a) for a in adversarial_answers]
     return PolicyReport(
         policy=policy, baseline=baseline,
-        rm_win={**asdict(rm), "win_rate": rm.win_rate}, oracle_win={**asdict(oracle), "win_rate": oracle.win_rate},
+        rm_win=rm.to_dict(), oracle_win=oracle.to_dict(),
         mean_reward=_mean(new_scores["combined"]), mean_helpful=_mean(new_scores["helpful"]),
         mean_safety=_mean(new_scores["safety"]),
         mean_oracle=float(np.mean(new_oracle)) if len(new_oracle) else 0.0,
         safety_violation_rate=float(np.mean(unsafe)) if unsafe else 0.0,
-        false_refusal=refusal_rates(borderline_answers),
+        false_refusal=refusal_rates(borderline_answers) if borderline_answers else {},
         toxicity=toxicity_share(list(new_answers), 1) if new_answers else 0.0,
         mean_length_words=float(np.mean([len(a.split()) for a in new_answers])) if new_answers else 0.0,
     )
@@ -100,21 +121,32 @@ class GateResult:
     rule: str
 
 
+def _win_value(group: dict, lower_bound: bool) -> tuple[float, str]:
+    """The number a win-rate gate compares: the point estimate, or the lower end of its 95% interval."""
+    if lower_bound:
+        n = int(group.get("n", 0))
+        low = group.get("win_rate_low", wilson_interval(float(group.get("win_rate", 0.0)), n)[0])
+        return float(low), "lower end of the 95% Wilson interval of the win rate"
+    return float(group.get("win_rate", 0.0)), "win rate"
+
+
 def promotion_gates(report: dict, champion_report: dict | None, min_win_rate: float,
-                    max_safety_violation_increase: float, min_oracle_win_rate: float = 0.0) -> list[GateResult]:
+                    max_safety_violation_increase: float, min_oracle_win_rate: float = 0.0,
+                    lower_bound: bool = False, suite_gates: Sequence[str] = ()) -> list[GateResult]:
     """The reviewer's gates: win rate against the champion and no worse safety (config `[evaluation]`); on prompts
     with references (built-in data) also the oracle-judged win rate, the stand-in for Llama 2's human evaluation,
-    so that reward models gamed by the policy cannot promote it alone."""
+    so that reward models gamed by the policy cannot promote it alone; and any gates on suite metrics."""
     # Judged by the reward models; before the first RMs exist, by the oracle.
     judge = "RM" if report.get("rm_win") else "oracle"
-    win_rate = float((report.get("rm_win") or report.get("oracle_win") or {}).get("win_rate", 0.0))
+    win_rate, what = _win_value(report.get("rm_win") or report.get("oracle_win") or {}, lower_bound)
     gates = [GateResult("win_rate_vs_champion", win_rate >= min_win_rate, win_rate, min_win_rate,
-                        f"win rate ({judge}-judged, ties count half) >= {min_win_rate}")]
+                        f"{what} ({judge}-judged, ties count half) >= {min_win_rate}")]
     if judge == "RM" and min_oracle_win_rate > 0 and report.get("oracle_prompts", 0) > 0:
-        oracle = float(report.get("oracle_win", {}).get("win_rate", 0.0))
+        oracle, what = _win_value(report.get("oracle_win", {}), lower_bound)
         gates.append(GateResult("oracle_win_rate_vs_champion", oracle >= min_oracle_win_rate, oracle,
-                                min_oracle_win_rate, f"win rate (oracle-judged on {report['oracle_prompts']} prompts "
+                                min_oracle_win_rate, f"{what} (oracle-judged on {report['oracle_prompts']} prompts "
                                 f"with references, ties count half) >= {min_oracle_win_rate}"))
+    gates += [suite_gate(rule, report.get("suites", {})) for rule in suite_gates]
     champion_violation = float(champion_report["safety_violation_rate"]) if champion_report else 1.0
     limit = champion_violation + max_safety_violation_increase
     violation = float(report.get("safety_violation_rate", 1.0))
@@ -123,7 +155,29 @@ def promotion_gates(report: dict, champion_report: dict | None, min_win_rate: fl
     return gates
 
 
+_SUITE_GATE = re.compile(r"^\s*(?P<suite>[\w\-]+)\.(?P<metric>[\w.\-]+)\s*(?P<op><=|>=)\s*(?P<value>[-+0-9.eE]+)\s*$")
+
+
+def parse_suite_gate(rule: str) -> tuple[str, str, str, float]:
+    """'borderline.false_refusal_rate<=0.05' -> (suite, metric, op, threshold); ValueError naming the form."""
+    m = _SUITE_GATE.match(rule)
+    if m is None:
+        raise ValueError(f"suite gate {rule!r} is not allowed; allowed: SUITE.METRIC<=X or SUITE.METRIC>=X")
+    return m["suite"], m["metric"], m["op"], float(m["value"])
+
+
+def suite_gate(rule: str, suites: dict[str, dict]) -> GateResult:
+    """One gate on a suite metric; fails when the suite did not run or has no such metric."""
+    suite, metric, op, threshold = parse_suite_gate(rule)
+    value = (suites.get(suite) or {}).get("metrics", {}).get(metric)
+    if value is None:
+        return GateResult(f"{suite}.{metric}", False, float("nan"), threshold,
+                          f"{rule} (suite {suite!r} has no metric {metric!r} in this evaluation)")
+    passed = value <= threshold if op == "<=" else value >= threshold
+    return GateResult(f"{suite}.{metric}", bool(passed), float(value), threshold, rule)
+
+
 def configured_gates(report: dict, champion_report: dict | None, cfg: EvaluationConfig) -> list[GateResult]:
     """`promotion_gates` with the thresholds of the `[evaluation]` config section (evaluate and promote use this)."""
     return promotion_gates(report, champion_report, cfg.min_win_rate, cfg.max_safety_violation_increase,
-                           cfg.min_oracle_win_rate)
+                           cfg.min_oracle_win_rate, cfg.gate_on_lower_bound, cfg.suite_gates)
