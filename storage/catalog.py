@@ -3,7 +3,8 @@
 A version is named by the hash of its content (schema + rows), so publishing the
 same table twice returns the version that already exists. Each version records
 its schema, row count, parents (lineage), the flow run that made it and when.
-Files are written once (temp file + atomic rename) and made read-only.
+Files are written once (temp file, fsync, atomic rename) and made read-only.
+`latest` is the version published last: re-publishing older content makes it the latest again.
 """
 from __future__ import annotations
 
@@ -39,6 +40,10 @@ CREATE TABLE IF NOT EXISTS dataset_versions (
     metadata VARCHAR NOT NULL,
     created_at TIMESTAMP NOT NULL,
     PRIMARY KEY (name, version)
+);
+CREATE TABLE IF NOT EXISTS dataset_latest (
+    name VARCHAR PRIMARY KEY,
+    version VARCHAR NOT NULL
 )"""
 
 
@@ -82,6 +87,14 @@ def content_hash(table: pa.Table) -> str:
     return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
 
 
+def _fsync(path: str | Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def parse_ref(ref: str | DatasetRef) -> DatasetRef:
     try:
         return DatasetRef.parse(ref)
@@ -120,7 +133,8 @@ class Catalog:
         parent_refs = tuple(self._check_ref(p) for p in parents)
         version = content_hash(table)[:16]
         existing = self._lookup(name, version)
-        if existing is not None:
+        if existing is not None:  # identical content: no new version, but it is the latest again
+            self._set_latest(name, version)
             return existing
         folder = self.root / "datasets" / name
         folder.mkdir(parents=True, exist_ok=True)
@@ -129,8 +143,10 @@ class Catalog:
         os.close(fd)
         try:
             pq.write_table(table, tmp, compression="zstd")
+            _fsync(tmp)
             os.chmod(tmp, 0o444)
             os.replace(tmp, final)
+            _fsync(folder)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
@@ -144,6 +160,7 @@ class Catalog:
                      table.num_rows, final.stat().st_size, json.dumps(list(parent_refs)), flow_run,
                      json.dumps(metadata or {}, sort_keys=True, default=str),
                      time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())])
+            con.execute("INSERT OR REPLACE INTO dataset_latest VALUES (?, ?)", [name, version])
         found = self._lookup(name, version)
         assert found is not None
         return found
@@ -152,8 +169,12 @@ class Catalog:
         """Metadata of one version: 'latest', a content version id, or a sequence number."""
         validate_name(name)
         with self._connect() as con:
-            if version == "latest":
-                row = con.execute("SELECT * FROM dataset_versions WHERE name=? ORDER BY seq DESC LIMIT 1", [name]).fetchone()
+            if version == "latest":  # the last one published (re-publishing old content makes it latest again)
+                row = con.execute("SELECT v.* FROM dataset_versions v JOIN dataset_latest l ON v.name = l.name "
+                                  "AND v.version = l.version WHERE v.name=?", [name]).fetchone()
+                if row is None:  # a catalog written before the latest pointer existed
+                    row = con.execute("SELECT * FROM dataset_versions WHERE name=? ORDER BY seq DESC LIMIT 1",
+                                      [name]).fetchone()
             elif isinstance(version, int) or str(version).isdigit() and len(str(version)) < 16:
                 row = con.execute("SELECT * FROM dataset_versions WHERE name=? AND seq=?", [name, int(version)]).fetchone()
             else:
@@ -201,6 +222,10 @@ class Catalog:
             seen[current.ref] = current
             queue += [self.resolve(p) for p in current.parents]
         return list(seen.values())
+
+    def _set_latest(self, name: str, version: str) -> None:
+        with self._connect(exclusive=True) as con:
+            con.execute("INSERT OR REPLACE INTO dataset_latest VALUES (?, ?)", [name, version])
 
     def _check_ref(self, ref: str) -> str:
         return self.resolve(ref).ref

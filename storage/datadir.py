@@ -35,6 +35,10 @@ class DataDir:
         object.__setattr__(self, "root", Path(self.root))
 
     def _dir(self, *parts: str) -> Path:
+        if not self.root.exists():
+            # 0700: the Label Studio database (with its token) and the catalog (annotator e-mails) live here.
+            self.root.mkdir(parents=True, mode=0o700)
+            os.chmod(self.root, 0o700)
         path = self.root.joinpath(*parts)
         path.mkdir(parents=True, exist_ok=True)
         return path

@@ -82,3 +82,14 @@ def test_concurrent_publishers_share_one_catalog(tmp_path):
         assert p.exitcode == 0
     versions = Catalog(root).versions("shared")
     assert sorted(v.seq for v in versions) == [1, 2, 3, 4]
+
+
+def test_republishing_older_content_makes_it_latest_again(tmp_path):
+    catalog = Catalog(tmp_path / "lake")
+    a = catalog.publish("prompts", pa.table({"x": [1]}))
+    b = catalog.publish("prompts", pa.table({"x": [2]}))
+    assert catalog.get("prompts").version == b.version
+    again = catalog.publish("prompts", pa.table({"x": [1]}))
+    assert again.version == a.version and again.seq == a.seq  # no new version, same sequence number
+    assert catalog.get("prompts").version == a.version
+    assert [v.version for v in catalog.versions("prompts")] == [a.version, b.version]
