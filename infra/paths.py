@@ -7,18 +7,26 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 from alignline.storage import DataDir
 
 
 def write_secret(home: Path, name: str, values: dict[str, str]) -> Path:
-    """Credentials as JSON with mode 0600 (created with that mode: never world-readable)."""
-    path = DataDir(home).secrets / f"{name}.json"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(values, fh)
-    os.chmod(path, 0o600)
+    """Credentials as JSON with mode 0600, written atomically: a temp file created 0600, fsynced, renamed over."""
+    folder = DataDir(home).secrets
+    path = folder / f"{name}.json"
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")  # mkstemp creates it 0600
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(values, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     return path
 
 

@@ -7,6 +7,7 @@ it. `down` signals only the process groups whose pids `up` recorded.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -254,13 +255,27 @@ class ServerStatus:
     pid: int | None
 
 
+def _write_pid(home: Path, name: str, proc: subprocess.Popen) -> None:
+    """pid and the process's start time: a recycled pid (another program, after a reboot) is not ours."""
+    started = psutil.Process(proc.pid).create_time()
+    DataDir(home).pid_file(name).write_text(json.dumps({"pid": proc.pid, "create_time": started}))
+
+
 def _read_pid(home: Path, name: str) -> int | None:
+    """The server's pid when that very process (same start time) still runs; None for a stale pid file."""
     path = DataDir(home).pid_file(name)
     try:
-        pid = int(path.read_text().strip())
-    except (FileNotFoundError, ValueError):
+        record = json.loads(path.read_text())
+        pid, started = int(record["pid"]), float(record["create_time"])
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return None  # missing, or an old plain-pid file we cannot vouch for
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE or abs(proc.create_time() - started) > 1e-3:
+            return None
+    except psutil.Error:
         return None
-    return pid if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE else None
+    return pid
 
 
 def _health_url(cfg: RunConfig, srv: Server) -> str:
@@ -319,7 +334,7 @@ def _start(cfg: RunConfig, srv: Server, say: Callable[[str], None]) -> subproces
     proc = subprocess.Popen(srv.command(cfg), env=srv.env(cfg), stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, cwd=DataDir(cfg.home).server(srv.name),
                             start_new_session=True)  # its own process group: `down` signals just that
-    DataDir(cfg.home).pid_file(srv.name).write_text(str(proc.pid))
+    _write_pid(cfg.home, srv.name, proc)
     say(f"{srv.name}: starting (pid {proc.pid}, log {DataDir(cfg.home).log_file(srv.name)})")
     return proc
 

@@ -38,7 +38,8 @@ def read_jsonl(path: str | Path) -> list[list[Message]]:
     if not path.is_file():
         raise SFTDataError(f"SFT data file {str(path)!r} does not exist")
     dialogues = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    # split on newlines only: str.splitlines() also splits on U+2028/U+2029, which JSON strings may contain raw
+    for n, line in enumerate(path.read_text(encoding="utf-8").split("\n"), start=1):
         if not line.strip():
             continue
         try:

@@ -62,6 +62,11 @@ def convert_smollm2(dest: str | Path, dtype: torch.dtype = torch.float32) -> Pat
     dest = Path(dest).expanduser()
     if is_converted(dest):
         return dest
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise FileExistsError(f"{dest} exists and is not a converted checkpoint: choose another --dest (nothing in "
+                              "it was changed)")
+    if dest.is_dir():  # an empty folder the user made for it
+        dest.rmdir()
     gguf = smollm2_gguf_path()
     if importlib.util.find_spec("gguf") is None:
         raise CheckpointUnavailable(f"de-quantizing the smollm2-135m GGUF file needs the `gguf` package; "
@@ -108,8 +113,8 @@ def convert_smollm2(dest: str | Path, dtype: torch.dtype = torch.float32) -> Pat
         "source": f"{SMOLLM2_PACKAGE}/{SMOLLM2_GGUF}", "quantization": "GGUF Q4_1, de-quantized",
         "dtype": str(dtype).removeprefix("torch.")}, indent=2))
     (partial / COMPLETE).touch()
-    if dest.exists():  # an unfinished earlier attempt
-        shutil.rmtree(dest)
+    if dest.exists():  # checked at the start too; something appeared meanwhile: keep it, leave ours beside it
+        raise FileExistsError(f"{dest} appeared while converting; the converted model is in {partial}")
     partial.rename(dest)
     return dest
 

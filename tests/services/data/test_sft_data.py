@@ -40,3 +40,10 @@ def test_jsonl_errors_name_the_line_and_the_rule(tmp_path, line, message):
     path.write_text(line + "\n")
     with pytest.raises(SFTDataError, match=message):
         read_jsonl(path)
+
+
+def test_a_line_separator_inside_a_json_string_does_not_split_the_record(tmp_path):
+    path = tmp_path / "demos.jsonl"
+    path.write_text('{"prompt": "first\u2028line", "response": "ok\u2029done"}\n', encoding="utf-8")
+    (dialogue,) = read_jsonl(path)
+    assert dialogue[0]["content"] == "first\u2028line" and dialogue[1]["content"] == "ok\u2029done"

@@ -149,3 +149,12 @@ def test_two_sft_steps_lower_the_answer_loss_of_the_real_checkpoint(smollm2_dir,
     after = answer_loss(load_model(tmp_path / "policy"), rows.input_ids, rows.labels)
     assert after < before - 0.2, (before, result["losses"], after)
     assert load_tokenizer(tmp_path / "policy").chat_template == tok.chat_template
+
+
+def test_conversion_refuses_a_dest_folder_with_other_files_and_leaves_them(tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="is not a converted checkpoint"):
+        checkpoints.convert_smollm2(folder)
+    assert (folder / "notes.txt").read_text() == "keep me"
