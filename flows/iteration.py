@@ -90,4 +90,7 @@ def iteration_flow(cfg: RunConfig, iteration: int, bot: bool = False) -> dict[st
 
 
 def run_iterate(cfg: RunConfig, iteration: int | None = None, bot: bool = False) -> dict[str, Any]:
-    return iteration_flow(cfg, iteration or next_iteration(DataDir(cfg.home)), bot)
+    """One iteration at a time per data dir: a second `iterate` exits naming the one that runs (LockHeld)."""
+    data = DataDir(cfg.home)
+    with data.lock("iterate"):
+        return iteration_flow(cfg, iteration or next_iteration(data), bot)

@@ -39,7 +39,13 @@ def check_gates(cfg: RunConfig, registry: Registry, name: str, version: str) -> 
 
 def run_promote(cfg: RunConfig, name: str, version: str, reviewer: str, reason: str,
                 override: bool = False) -> dict[str, Any]:
-    registry = RunContext(cfg).registry
+    ctx = RunContext(cfg)
+    with ctx.data.lock("promote", wait_s=60):  # two promotions at once would race on `champion`
+        return _promote(cfg, ctx.registry, name, version, reviewer, reason, override)
+
+
+def _promote(cfg: RunConfig, registry: Registry, name: str, version: str, reviewer: str, reason: str,
+             override: bool) -> dict[str, Any]:
     gates = check_gates(cfg, registry, name, version)
     failed = [g for g in gates if not g["passed"]]
     if failed and not override:

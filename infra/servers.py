@@ -340,8 +340,13 @@ def _start(cfg: RunConfig, srv: Server, say: Callable[[str], None]) -> subproces
 
 
 def up(cfg: RunConfig, say: Callable[[str], None] = print) -> list[ServerStatus]:
-    """Start every server that is not running, then wait for all health checks."""
-    cfg.home.mkdir(parents=True, exist_ok=True)
+    """Start every server that is not running, then wait for all health checks. One `up`/`down` at a time per
+    data dir: a second caller waits for the first (then finds the servers healthy)."""
+    with DataDir(cfg.home).lock("servers", wait_s=cfg.servers.start_timeout_s + 60):
+        return _up(cfg, say)
+
+
+def _up(cfg: RunConfig, say: Callable[[str], None]) -> list[ServerStatus]:
     (DataDir(cfg.home).server("label-studio") / "home").mkdir(exist_ok=True)
     procs = {srv.name: _start(cfg, srv, say) for srv in servers(cfg)}
     deadline = time.monotonic() + cfg.servers.start_timeout_s
@@ -365,7 +370,12 @@ def up(cfg: RunConfig, say: Callable[[str], None] = print) -> list[ServerStatus]
 
 
 def down(cfg: RunConfig, say: Callable[[str], None] = print, timeout_s: float = 30.0) -> None:
-    """Stop what `up` started (by recorded pid), nothing else."""
+    """Stop what `up` started (by recorded pid and start time), nothing else; waits for a running `up`."""
+    with DataDir(cfg.home).lock("servers", wait_s=cfg.servers.start_timeout_s + 60):
+        _down(cfg, say, timeout_s)
+
+
+def _down(cfg: RunConfig, say: Callable[[str], None], timeout_s: float) -> None:
     for srv in reversed(servers(cfg)):
         pid = _read_pid(cfg.home, srv.name)
         pidf = DataDir(cfg.home).pid_file(srv.name)

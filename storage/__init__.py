@@ -4,8 +4,8 @@ shares (`schemas`), the data dir's layout (`datadir`), corpus steps, data valida
 Imports nothing of the project above it (no flows, services, annotation, Prefect).
 """
 from .catalog import Catalog, CatalogError, DatasetVersion, content_hash, parse_ref, validate_name
-from .datadir import DataDir
+from .datadir import DataDir, LockHeld
 from .schemas import DatasetRef, ModelRef, RefError
 
-__all__ = ["Catalog", "CatalogError", "DatasetVersion", "content_hash", "parse_ref", "validate_name", "DataDir",
+__all__ = ["Catalog", "CatalogError", "DatasetVersion", "content_hash", "parse_ref", "validate_name", "DataDir", "LockHeld",
            "DatasetRef", "ModelRef", "RefError"]

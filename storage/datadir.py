@@ -17,14 +17,24 @@ a server or a file:
 | `servers/<name>/` | a server's state, pid file and log | `alignline up` |
 | `secrets/` (0700) | generated credentials (0600) | `alignline up`, bots |
 | `venvs/<name>/` | a server's own virtualenv (Label Studio) | `alignline up` |
+| `locks/<name>.lock` | who holds `up`/`down`, harvest, iterate, promote right now | `DataDir.lock` |
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
+import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
+
+
+class LockHeld(RuntimeError):
+    """Another process holds this data dir's lock for the same work; the message names it."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +108,35 @@ class DataDir:
         path = self._dir("secrets")
         os.chmod(path, 0o700)
         return path
+
+    @contextlib.contextmanager
+    def lock(self, name: str, wait_s: float = 0.0, poll_s: float = 0.2) -> Iterator[None]:
+        """Hold `<home>/locks/<name>.lock` (fcntl, released by the kernel if the holder dies) for the block.
+
+        A second caller waits up to `wait_s`, then gets LockHeld naming the holder (pid, command, since when)."""
+        path = self._dir("locks") / f"{name}.lock"
+        fh = open(path, "a+")
+        try:
+            deadline = time.monotonic() + wait_s
+            while True:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        fh.seek(0)
+                        holder = fh.read().strip() or "another process"
+                        raise LockHeld(f"{name} is already running for {self.root} ({holder}); wait for it to "
+                                       "finish, or stop that process") from None
+                    time.sleep(poll_s)
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"pid {os.getpid()}: {' '.join(sys.argv)[:200]} since "
+                     f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}")
+            fh.flush()
+            yield
+        finally:
+            fh.close()  # closing releases the lock
 
     @property
     def ray_temp(self) -> Path:

@@ -344,3 +344,20 @@ def prompt_keys(table: pa.Table) -> dict[str, str]:
         if users:
             out[prompt_key(messages)] = users[-1]
     return out
+
+
+# -- quarantine ----------------------------------------------------------------------------------------
+# What a step could not use, kept with where it came from and why (`<dataset>-quarantine` datasets): nothing is
+# dropped silently, and a fix upstream can recover it.
+QUARANTINE_SCHEMA = pa.schema([
+    ("source", pa.string()),        # 'label-studio:<project>', a file name, ...
+    ("record_id", pa.string()),     # annotation id, 'line <n>', ...
+    ("task_id", pa.int64()),
+    ("reason", pa.string()),
+    ("record", pa.string()),        # the record as JSON (the comparison row when it parsed that far)
+])
+
+
+def quarantine_table(rows: Sequence[dict]) -> pa.Table:
+    return pa.Table.from_pylist([{f.name: r.get(f.name) for f in QUARANTINE_SCHEMA} for r in rows],
+                                schema=QUARANTINE_SCHEMA)

@@ -1,4 +1,6 @@
 """Parsing exported tasks into comparisons: counts of what is not used, dedup, unsafe drops, agreement, GE."""
+import json
+
 import pyarrow as pa
 import pytest
 
@@ -63,6 +65,31 @@ def test_validation_catches_double_labels_missing_margin_and_same_answers(tmp_pa
     bad = comparisons_table([good, {**good, "comparison_id": "c2"}, {**good, "comparison_id": "c3", "task_id": 2,
                              "margin_level": None}, {**good, "comparison_id": "c4", "task_id": 3, "rejected": "a"}])
     result = check_comparisons(bad, tmp_path / "bad.json")
-    failed = " ".join(result.failed)
-    assert not result.success and (tmp_path / "bad.json").is_file()
-    assert "compound_columns_to_be_unique" in failed and "not_be_null(margin_level)" in failed and "chosen_differs" in failed
+    # exactly the three broken rules, with the rows that break them (c1/c2 share a task and annotator); no other rule
+    assert not result.success and result.failed == [
+        "expect_compound_columns_to_be_unique(['source', 'task_id', 'annotator']): 2 unexpected",
+        "expect_column_values_to_not_be_null(margin_level): 1 unexpected",
+        "expect_column_values_to_be_in_set(chosen_differs): 1 unexpected"]
+    # the kept GE report says the same: 8 rules run, 3 failed, the failing ones named
+    report = json.loads((tmp_path / "bad.json").read_text())
+    assert report["success"] is False
+    assert (report["statistics"]["evaluated_expectations"], report["statistics"]["unsuccessful_expectations"]) == (8, 3)
+    assert sorted(r["expectation_config"]["type"] for r in report["results"] if not r["success"]) == [
+        "expect_column_values_to_be_in_set", "expect_column_values_to_not_be_null", "expect_compound_columns_to_be_unique"]
+    assert json.loads((tmp_path / "ok.json").read_text())["statistics"]["unsuccessful_expectations"] == 0
+
+
+def test_malformed_results_and_empty_answers_are_quarantined_not_raised():
+    weird = [{"from_name": "preferred", "type": "choices", "value": None}]  # 'value' is not a dict
+    tasks = [{"id": 11, "data": {**DATA, "response_b": ""}, "annotations": [
+                ann(20, 7, Judgement("b", "better", "both_safe")),    # chose the empty answer
+                ann(21, 7, result=weird),
+                ann(22, 7, result="not a list")]},
+             {"id": 12, "data": DATA, "annotations": [ann(23, 8, Judgement("a", "better", "both_safe")),
+                                                      {"id": None, "result": []}]}]
+    parsed = parse_tasks(tasks, "safety", harvested=set(), annotators={}, source="ls:1")
+    assert [r["annotation_id"] for r in parsed.rows] == [23]
+    reasons = {q["record_id"]: q["reason"] for q in parsed.quarantined}
+    assert reasons["20"] == "invalid: empty answer" and reasons["21"].startswith("invalid:")
+    assert reasons["22"].startswith("invalid:") and set(reasons) == {"20", "21", "22"}
+    assert all(q["task_id"] == 11 and q["source"] == "ls:1" and q["record"] for q in parsed.quarantined)

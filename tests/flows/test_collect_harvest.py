@@ -103,4 +103,8 @@ def test_collect_annotate_harvest_exactly_once(cfg, tiny_sampler, monkeypatch):
     safety = catalog.read("comparisons-safety").to_pylist()
     assert safety and all(r["safety_category"] != "chosen_unsafe_rejected_safe" for r in safety)
     assert meta["counts"]["skipped"] == 1 and meta["counts"]["drafts"] == 1  # counted, not used
+    quarantined = catalog.read("comparisons-helpfulness-quarantine").to_pylist()
+    skipped = [a["id"] for t in admin.tasks.list(project=project, fields="all") for a in (t.annotations or [])
+               if a["was_cancelled"]]
+    assert [(q["record_id"], q["reason"]) for q in quarantined] == [(str(skipped[0]), "skipped")]  # kept, with why
     assert len(catalog.versions("comparisons-helpfulness")) == 1
