@@ -100,8 +100,12 @@ def updated_since_query(since: str | None, slack_s: float) -> dict | None:
          "value": start.strftime("%Y-%m-%dT%H:%M:%S.%fZ")}]}}
 
 
-def _plain(obj: Any) -> Any:
-    return obj.model_dump() if hasattr(obj, "model_dump") else dict(obj)
+def _plain(obj: Any) -> dict:
+    """An SDK object or a dict as a dict; TypeError for anything else (a malformed export)."""
+    out = obj.model_dump() if hasattr(obj, "model_dump") else obj
+    if not isinstance(out, dict):
+        raise TypeError(f"expected an object, got {type(obj).__name__}")
+    return out
 
 
 def _user_id(value: Any) -> int | None:
@@ -135,11 +139,20 @@ def parse_tasks(tasks: Iterable[Any], kind: Kind, harvested: set[int], annotator
     """New annotations of these tasks -> comparison rows; everything not used is quarantined with a reason."""
     out = Parsed()
     for task in tasks:
-        task = _plain(task)
-        data = task.get("data") or {}
-        out.counts["drafts"] += len(task.get("drafts") or [])
-        for ann in task.get("annotations") or []:
-            ann = _plain(ann)
+        try:
+            task = _plain(task)
+        except (TypeError, ValueError):
+            out.quarantine(source, None, None, "invalid: task is not an object", task)
+            continue
+        data = task.get("data") if isinstance(task.get("data"), dict) else {}
+        annotations = task.get("annotations") if isinstance(task.get("annotations"), list) else []
+        out.counts["drafts"] += len(task.get("drafts")) if isinstance(task.get("drafts"), list) else 0
+        for ann in annotations:
+            try:
+                ann = _plain(ann)
+            except (TypeError, ValueError):
+                out.quarantine(source, None, task.get("id"), "invalid: annotation is not an object", ann)
+                continue
             ann_id = _int_or_none(ann.get("id"))
             if ann_id is None or ann_id in harvested:
                 continue

@@ -19,6 +19,7 @@ from alignline.services.registry import Lineage, Registry
 from alignline.services.tracking import tracked_run
 from alignline.services.training import LaunchOptions, SFTJob, encode_sft_rows, train_sft, write_sft_rows
 from alignline.storage import Catalog, DatasetRef
+from alignline.storage.schemas import quarantine_table
 
 DEFAULT_DATASET = "sft-default"
 JSONL_DATASET = "sft"
@@ -33,8 +34,12 @@ def sft_dataset(lake: str, data: str | None, stdlib_examples: int) -> str:
         table = default_sft_table(stdlib_examples)
         return catalog.publish(DEFAULT_DATASET, table, metadata=default_sft_metadata()).ref
     if Path(data).is_file():
-        table = dialogues_table(read_jsonl(data), source=Path(data).name)
-        return catalog.publish(JSONL_DATASET, table, metadata={"file": str(Path(data).resolve())}).ref
+        rejected: list[dict] = []  # bad lines are quarantined with file, line and reason; the rest trains
+        table = dialogues_table(read_jsonl(data, quarantine=rejected), source=Path(data).name)
+        meta = {"file": str(Path(data).resolve()), "quarantined": len(rejected)}
+        if rejected:
+            catalog.publish(f"{JSONL_DATASET}-quarantine", quarantine_table(rejected), metadata=meta)
+        return catalog.publish(JSONL_DATASET, table, metadata=meta).ref
     return catalog.resolve(data).ref
 
 

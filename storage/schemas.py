@@ -217,13 +217,15 @@ def parse_prompt(value: str | list, where: str = "prompt") -> list[Message]:
     """A list of messages (context ending with a user turn), its JSON text, or plain text (one user turn)."""
     if isinstance(value, list):
         messages = value
+    elif not isinstance(value, str):
+        raise ComparisonDataError(f"{where}: expected a list of messages or text, got {type(value).__name__}")
     else:
-        text = (value or "").strip()
+        text = value.strip()
         messages = None
         if text.startswith("["):
             try:
                 messages = json.loads(text)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 messages = None  # plain text that happens to start with '['
         if not isinstance(messages, list):
             return [{"role": "user", "content": value}]

@@ -33,22 +33,34 @@ def to_dialogue(record: Any, where: str) -> list[Message]:
     return validate_sft_dialogue(messages, where)
 
 
-def read_jsonl(path: str | Path) -> list[list[Message]]:
+def read_jsonl(path: str | Path, quarantine: list[dict] | None = None) -> list[list[Message]]:
+    """The file's demonstrations. Strict by default (the first bad line raises SFTDataError naming it); with a
+    `quarantine` list, bad lines are appended to it (QUARANTINE_SCHEMA rows: file, line, reason) and skipped."""
     path = Path(path)
     if not path.is_file():
         raise SFTDataError(f"SFT data file {str(path)!r} does not exist")
     dialogues = []
-    # split on newlines only: str.splitlines() also splits on U+2028/U+2029, which JSON strings may contain raw
-    for n, line in enumerate(path.read_text(encoding="utf-8").split("\n"), start=1):
-        if not line.strip():
+    # bytes split on b"\n": str.splitlines() would also split on U+2028/U+2029, which JSON strings may hold raw
+    for n, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
+        if not raw.strip():
             continue
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise SFTDataError(f"{path.name} line {n}: not valid JSON ({e.msg})") from None
-        dialogues.append(to_dialogue(record, f"{path.name} line {n}"))
+            try:
+                record = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as e:
+                raise SFTDataError(f"{path.name} line {n}: not UTF-8 ({e.reason} at byte {e.start})") from None
+            except (json.JSONDecodeError, RecursionError) as e:
+                why = e.msg if isinstance(e, json.JSONDecodeError) else "nested too deeply"
+                raise SFTDataError(f"{path.name} line {n}: not valid JSON ({why})") from None
+            dialogues.append(to_dialogue(record, f"{path.name} line {n}"))
+        except SFTDataError as e:
+            if quarantine is None:
+                raise
+            quarantine.append({"source": path.name, "record_id": f"line {n}", "reason": str(e),
+                               "record": raw[:20_000].decode("utf-8", "replace")})
     if not dialogues:
-        raise SFTDataError(f"SFT data file {str(path)!r} has no records")
+        raise SFTDataError(f"SFT data file {str(path)!r} has no usable records"
+                           + (f" ({len(quarantine)} quarantined)" if quarantine else ""))
     return dialogues
 
 

@@ -47,3 +47,16 @@ def test_a_line_separator_inside_a_json_string_does_not_split_the_record(tmp_pat
     path.write_text('{"prompt": "first\u2028line", "response": "ok\u2029done"}\n', encoding="utf-8")
     (dialogue,) = read_jsonl(path)
     assert dialogue[0]["content"] == "first\u2028line" and dialogue[1]["content"] == "ok\u2029done"
+
+
+def test_bad_lines_are_quarantined_with_their_line_and_reason_when_asked(tmp_path):
+    path = tmp_path / "demos.jsonl"
+    path.write_bytes(b'{"prompt": "q", "response": "a"}\n\x80\x81\n{"prompt": 1, "response": "a"}\n[[[\n'
+                     b'{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}\n')
+    quarantine: list[dict] = []
+    dialogues = read_jsonl(path, quarantine=quarantine)
+    assert len(dialogues) == 2
+    assert [(q["record_id"], q["reason"].split(": ", 1)[1].split(" (")[0]) for q in quarantine] == [
+        ("line 2", "not UTF-8"), ("line 3", "'prompt' must be a string"), ("line 4", "not valid JSON")]
+    with pytest.raises(SFTDataError, match="line 2: not UTF-8"):  # strict without a quarantine list
+        read_jsonl(path)
