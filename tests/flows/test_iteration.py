@@ -98,7 +98,11 @@ def test_iteration_resumes_after_a_crash_in_reward_training(line, prefect_server
     assert {g["name"] for g in report["gates"]} >= {"win_rate_vs_champion", "safety_violation_rate"}
     assert "any_refusal" in report["false_refusal"]
     assert info.tags["eval.card"].startswith("runs:/")
-    assert info.tags["lineage.parents"]
+    # parents: the policy this stage started from, then the two reward models it was tuned against
+    rlhf = iteration_ledger(data, 1).result("rlhf")
+    parents = info.tags["lineage.parents"].split(",")
+    assert parents[1:] == list(rlhf["reward_models"])
+    assert parents[0] in {rlhf["parent"], *(s["model"] for s in rlhf["stages"].values())} - {info.ref}
 
 
 def test_promotion_gates_refuse_then_override_is_recorded(line, prefect_server):

@@ -4,6 +4,7 @@ import inspect
 
 import pyarrow as pa
 import pytest
+import torch
 from prefect.testing.utilities import prefect_test_harness
 
 from alignline.config import load_config
@@ -46,6 +47,11 @@ def test_pretrain_then_sft_registers_base_and_policy_with_lineage(prefect_engine
     assert policy["data"].startswith("sft-default@") and info.tags["lineage.method"] == "sft"
 
     model, tokenizer, loaded = load_registered(registry, "policy", "candidate", tmp_path / "dl")
+    base_model, base_tokenizer, _ = load_registered(registry, "base", "1", tmp_path / "dl-base")
+    assert loaded.version == "1" and tokenizer.get_vocab() == base_tokenizer.get_vocab()  # SFT keeps the tokenizer
+    # the registered policy holds the SFT-trained weights, not a copy of its parent
+    changed = [k for k, w in model.state_dict().items() if not torch.equal(w, base_model.state_dict()[k])]
+    assert "lm_head.weight" in changed and len(changed) == len(model.state_dict())
     answers = generate_chat(model, tokenizer, [[{"role": "user", "content": "What does `json.dumps` do?"}]],
                             SamplingParams(max_new_tokens=8, temperature=0.8, top_p=0.9, seed=0))
-    assert loaded.version == "1" and len(answers) == 1
+    assert len(answers) == 1  # the downloaded folder is a complete chat model

@@ -54,7 +54,10 @@ def test_label_studio_token_authorises_sdk_calls(servers):
 def test_no_secret_in_any_log(servers):
     cred = paths.read_secret(servers.home, "label-studio")
     logs = list(servers.home.glob("servers/*/server.log")) + list(DataDir(servers.home).ray_temp.glob("session_latest/logs/*"))
-    assert logs
+    # every server's own log is among those read, and has something in it to search
+    for name in ("label-studio", "mlflow", "prefect", "ray"):
+        log = DataDir(servers.home).log_file(name)
+        assert log in logs and log.stat().st_size > 0, log
     for log in logs:
         if log.is_file():
             text = log.read_text(errors="replace")

@@ -33,7 +33,8 @@ def test_report_numbers():
 def test_gates_pass_and_fail():
     champion = _report(violation=0)
     ok = promotion_gates(_report(violation=0, win=1.0), champion, min_win_rate=0.5, max_safety_violation_increase=0.0)
-    assert all(g.passed for g in ok)
+    # both gates present and passing (an empty gate list would make a bare all() pass)
+    assert [(g.name, g.passed) for g in ok] == [("win_rate_vs_champion", True), ("safety_violation_rate", True)]
     worse = promotion_gates(_report(violation=1, win=1.0), champion, 0.5, 0.0)
     assert [g.name for g in worse if not g.passed] == ["safety_violation_rate"]
     losing = promotion_gates(_report(violation=0, win=-1.0), champion, 0.5, 0.0)
@@ -48,7 +49,8 @@ def test_oracle_gate_applies_only_to_prompts_with_references():
     assert gates["oracle_win_rate_vs_champion"].value == 0.0 and "2 prompts with references" in gates[
         "oracle_win_rate_vs_champion"].rule
     ties = {**_report(oracle=([0.5, 0.5], [0.5, 0.5])), "oracle_prompts": 2}  # all ties count half: 0.5 passes
-    assert all(g.passed for g in promotion_gates(ties, champion, 0.5, 0.0, min_oracle_win_rate=0.5))
+    tie_gates = {g.name: g for g in promotion_gates(ties, champion, 0.5, 0.0, min_oracle_win_rate=0.5)}
+    assert tie_gates["oracle_win_rate_vs_champion"].value == 0.5 and all(g.passed for g in tie_gates.values())
     no_references = {**gamed, "oracle_prompts": 0}
     assert "oracle_win_rate_vs_champion" not in {g.name for g in promotion_gates(no_references, champion, 0.5, 0.0, 0.5)}
     assert "oracle_win_rate_vs_champion" not in {g.name for g in promotion_gates(gamed, champion, 0.5, 0.0, 0.0)}
@@ -65,6 +67,12 @@ def test_model_card_is_self_contained_html(tmp_path):
                             rm_accuracy={"rm-helpfulness": {"better": 0.7}},
                             gates=[{"name": "win_rate_vs_champion", "passed": True, "value": 1.0, "threshold": 0.5, "rule": "x"}])
     text = path.read_text()
-    assert text.count("data:image/png;base64,") == 3
+    assert text.count("data:image/png;base64,") == 3  # trend, scatter, accuracy by level
     for section in ("Intended use", "Lineage", "Evaluation", "Promotion gates", "Limitations", "License"):
         assert section in text
+    # the tables carry the inputs' rows, not just their headings
+    assert "<title>Model card: policy/2</title>" in text
+    assert "<tr><td>lineage.parents</td><td>policy/1</td></tr>" in text
+    assert "<tr><td>win_rate_vs_champion</td><td>pass</td><td>1.000</td><td>0.500</td><td>x</td></tr>" in text
+    assert f"<tr><td>rm_win.win</td><td>{r['rm_win']['win']:.3f}</td></tr>" in text
+    assert "<tr><td>safety_violation_rate</td><td>0.000</td></tr>" in text

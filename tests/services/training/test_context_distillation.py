@@ -1,4 +1,5 @@
 """Safety context distillation: preprompt or category template, keep only answers the safety RM prefers."""
+import pytest
 import torch
 
 from alignline.services.training import (ANSWER_TEMPLATES, context_distillation_samples, keep_distilled,
@@ -56,4 +57,6 @@ def test_distillation_keeps_safer_answers_and_trains_without_the_preprompt():
     assert [d[0]["content"] for d in result.dialogues] == ["Delete db", "Delete logs"]  # no preprompt in training
     assert all(d[-1] == {"role": "assistant", "content": "take a backup first"} for d in result.dialogues)
     assert result.metrics()["cd_kept"] == 2.0 and result.metrics()["cd_dropped"] == 2.0
-    assert result.safety_gain > 0
+    # mean over the kept answers only: db 0.2 -> 0.9 and logs 0.5 -> 0.9 (not over all four prompts, not the raw 0.9)
+    assert result.safety_gain == pytest.approx(((0.9 - 0.2) + (0.9 - 0.5)) / 2)
+    assert result.metrics()["cd_safety_gain"] == pytest.approx(0.55)

@@ -6,11 +6,11 @@ import torch
 
 from alignline.config.rlhf import RLHFConfig
 from alignline.services.generation import SamplingParams, sample_rollouts
-from alignline.services.models import build_model, save_model
+from alignline.services.models import build_model, load_model, save_model
 from alignline.services.rewards import logit, whiten
 from alignline.services.training import LaunchOptions, PPOJob, gae, per_token_kl, ppo_losses, shape_rewards, train_ppo
 from alignline.services.training.launch import WorkerContext
-from alignline.services.training.ppo import answer_outputs, global_whiten, rollout_batch, token_logprobs
+from alignline.services.training.ppo import answer_outputs, global_whiten, heldout_reward, rollout_batch, token_logprobs
 
 
 class TargetTokenScorer:
@@ -149,14 +149,19 @@ def test_tiny_ppo_run_raises_the_reward(policy_dir, tokenizer, tmp_path):
     assert result["kl"][-1] > 0  # the policy moved away from pi_0 and pays for it
     for key in ("clip_fraction", "value_loss", "entropy", "response_length"):
         assert len(result[key]) == 10
-    assert (tmp_path / "ppo" / "config.json").is_file()
+    # The policy on disk is the one that scored heldout_best (here the iteration-10 one, 0.29 vs 0.15 at the start),
+    # not the starting policy saved before training: scored again with the recipe's held-out sampling (ppo_loop's
+    # eval_params) it gives heldout_best.
+    eval_params = SamplingParams(cfg.max_new_tokens, cfg.ppo_temperature, cfg.top_p, seed=cfg.seed + 7919)
+    saved = heldout_reward(load_model(result["output_dir"]), tokenizer, TargetTokenScorer(tokenizer), job,
+                           WorkerContext(), eval_params)
+    assert saved == pytest.approx(result["heldout_best"], abs=1e-6)
+    assert result["heldout_best"] == max(result["heldout"])
 
 
 def test_killed_ppo_run_resumes_where_it_stopped(policy_dir, tokenizer, tmp_path):
     """A PPO run killed after iteration 3 restarts from its iteration-2 checkpoint (weights, value head, optimizer,
     early-stopping state) and ends exactly where an uninterrupted run ends."""
-    from alignline.services.models import load_model
-
     prompts = [[{"role": "user", "content": f"Question {i}: what does function f{i} return?"}] for i in range(16)]
     cfg = RLHFConfig(ppo_batch_size=8, ppo_minibatch_size=4, ppo_epochs=1, ppo_iterations=4, ppo_learning_rate=3e-3,
                      ppo_weight_decay=0.0, max_new_tokens=8, ppo_eval_every=2, ppo_patience=5, ppo_checkpoint_every=2,
