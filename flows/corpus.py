@@ -11,8 +11,11 @@ on their inputs + source (+ a digest of the storage code they call), with result
 persisted under `<home>/work/prefect-results`: a rerun with the same inputs does
 no work, and a run killed mid-dedup resumes from the last finished band
 partition (near dedup is the storage step `NearDedup`, given a band runner that
-checkpoints each partition and sends it to Ray when corpus.dedup_use_ray). Nothing is published before the Great Expectations suite passes, and
-publishing is content-addressed, so a resumed run publishes nothing twice.
+checkpoints each partition and sends it to Ray when corpus.dedup_use_ray). The
+per-document steps (cleaning, MinHash signatures) run on `corpus.shards` shards,
+as Ray tasks when corpus.use_ray, merged in shard order: the same corpus either way.
+Nothing is published before the Great Expectations suite passes, and publishing
+is content-addressed, so a resumed run publishes nothing twice.
 """
 from __future__ import annotations
 
@@ -88,10 +91,27 @@ def read_task(sources: list[str], fingerprints: list[str], max_documents: int, m
             "rejects": _save(sc.rejects_to_table(rejects), work, "rejects")}
 
 
+def map_shards(fn, shards: list[tuple], use_ray: bool, cpus: float = 1.0) -> list:
+    """`fn(*args)` for each shard's args, results in shard order: one Ray task per shard on the
+    cluster `alignline up` started (`num_cpus=cpus`; INTEGRATION.md: on 2 CPUs keep it <= 1), or one
+    call after another in this process."""
+    if not use_ray:
+        return [fn(*args) for args in shards]
+    import ray
+
+    remote = ray.remote(num_cpus=cpus)(fn)
+    return ray.get([remote.remote(*args) for args in shards])
+
+
 @task(cache_policy=CACHE, persist_result=True)
 def clean_task(documents: str, corpus: dict[str, Any], work: str, code: str) -> dict[str, str]:
-    kept, stats, dropped = sc.run_steps(sc.cleaning_steps(CorpusConfig(**corpus)), _docs(documents))
-    return _stage(kept, stats, dropped, work, "clean")
+    """Per-document cleaning on `corpus.shards` shards (Ray tasks with corpus.use_ray), merged in shard order."""
+    cfg = CorpusConfig(**corpus)
+    table = pq.read_table(documents)
+    shards = [(table.slice(lo, hi - lo), cfg) for lo, hi in sc.shard_bounds(table.num_rows, cfg.shards)]
+    kept, stats, dropped = sc.merge_shards(map_shards(sc.clean_shard, shards, cfg.use_ray, cfg.ray_task_cpus))
+    return {"documents": _save(kept, work, "clean"), "dropped": _save(dropped, work, "clean-dropped"),
+            "stats": _save_stats(stats, work, "clean-stats")}
 
 
 @task(cache_policy=CACHE, persist_result=True)
@@ -138,10 +158,28 @@ def _save_candidates(found: minhash.Candidates, path: Path) -> None:
     tmp.replace(path)
 
 
+class ShardedSketch:
+    """The sketcher `NearDedup` gets from this flow: MinHash signatures per shard of the texts (Ray tasks
+    with corpus.use_ray), stacked in shard order; a row depends on its document alone, so the matrix is
+    the one `minhash.sketch` computes on all texts at once."""
+
+    def __init__(self, shards: int, use_ray: bool, cpus: float):
+        self.shards, self.use_ray, self.cpus = shards, use_ray, cpus
+
+    def __call__(self, texts, ngram: int, num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        parts = [(texts[lo:hi], ngram, num_perm, seed) for lo, hi in sc.shard_bounds(len(texts), self.shards)]
+        if not parts:
+            return minhash.sketch(texts, ngram, num_perm, seed)
+        done = map_shards(minhash.sketch, parts, self.use_ray, self.cpus)
+        return np.concatenate([sig for sig, _ in done]), np.concatenate([sizes for _, sizes in done])
+
+
 @task(cache_policy=CACHE, persist_result=True)
-def near_dedup_task(documents: str, near: dict[str, Any], use_ray: bool, work: str, code: str) -> dict[str, str]:
-    """MinHash LSH near dedup; `near` holds `NearDedup`'s settings (see `near_dedup_settings`)."""
-    step = sc.NearDedup(**near, run_bands=CheckpointedBands(work, use_ray, code))
+def near_dedup_task(documents: str, near: dict[str, Any], use_ray: bool, sharding: dict[str, Any], work: str,
+                    code: str) -> dict[str, str]:
+    """MinHash LSH near dedup; `near` holds `NearDedup`'s settings (see `near_dedup_settings`), band
+    partitions go to Ray with `use_ray` (corpus.dedup_use_ray), signatures per shard with `sharding`."""
+    step = sc.NearDedup(**near, run_bands=CheckpointedBands(work, use_ray, code), sketcher=ShardedSketch(**sharding))
     kept, stats, dropped = sc.run_steps([step], _docs(documents))
     return _stage(kept, stats, dropped, work, "near")
 
@@ -153,15 +191,36 @@ def near_dedup_settings(cfg: CorpusConfig) -> dict[str, Any]:
 
 
 @task(cache_policy=CACHE, persist_result=True)
-def contamination_task(documents: str, eval_sets: list[str], fingerprints: list[str], ngram: int, clean: float,
-                       dirty: float, max_record_bytes: int, work: str, code: str) -> dict[str, Any]:
+def contamination_task(documents: str, eval_sets: list[str], fingerprints: list[str], settings: dict[str, Any],
+                       tokenizer: str, lake: str, max_record_bytes: int, work: str, code: str) -> dict[str, Any]:
+    """Llama 2 A.6 on the final corpus; `tokenizer` is a published tokenizer version ('' for words)."""
     sets = {}
+    settings = dict(settings)
+    score = settings.pop("score_field")
     for path in eval_sets:
         samples, _ = sc.read_sources([path], 0, max_record_bytes)
-        sets[Path(path).name] = [(d.id, d.text) for d in samples]
+        sets[Path(path).name] = [(d.id, d.text, d.metadata.get(score)) for d in samples]
     texts = pq.read_table(documents, columns=["text"]).column("text").to_pylist()
-    report = sc.contamination(sets, texts, ngram, clean, dirty)
-    return {"table": _save(report.table, work, "contamination"), "summary": report.summary}
+    report = sc.contamination(sets, texts, **settings, tokenize=_tokenizer(lake, tokenizer))
+    return {"table": _save(report.table, work, "contamination"), "summary": report.summary, "scores": report.scores}
+
+
+def _tokenizer(lake: str, ref: str):
+    """text -> token ids of the published BPE tokenizer `ref` (Llama 2 A.6 counts model tokens), or words."""
+    if not ref:
+        return sc.word_tokens
+    from tokenizers import Tokenizer
+
+    bpe = Tokenizer.from_str(Catalog(lake).read_ref(ref).column("tokenizer_json")[0].as_py())
+    return lambda text: bpe.encode(text, add_special_tokens=False).ids
+
+
+def published_tokenizer(lake: Path, choice: str) -> str:
+    """The latest `tokenizer` dataset version's ref when corpus.contamination_tokenizer is 'project', else ''."""
+    catalog = Catalog(lake)
+    if choice != "project" or "tokenizer" not in catalog.names():
+        return ""
+    return catalog.versions("tokenizer")[-1].ref
 
 
 def corpus_table(documents: str) -> pa.Table:
@@ -198,6 +257,7 @@ def publish_task(home: str, raw: str, rejects: str, documents: str, dropped: lis
 
 @task(cache_policy=CACHE, persist_result=True)
 def report_task(documents: str, stats: list[str], dropped: list[str], rejects: str, contamination: dict | None,
+                contamination_scores: dict | None,
                 corpus: dict[str, Any], folder: str, title: str, code: str) -> str:
     cfg = CorpusConfig(**corpus)
     all_stats = [sc.stats_from_dict(row) for path in stats for row in json.loads(Path(path).read_text())]
@@ -209,7 +269,8 @@ def report_task(documents: str, stats: list[str], dropped: list[str], rejects: s
             languages.update({reason.removeprefix("language_"): n for reason, n in s.dropped.items()})
     reject_counts = Counter(pq.read_table(rejects, columns=["reason"]).column("reason").to_pylist())
     path = sc.write_report(folder, _docs(documents), all_stats, all_dropped, dict(reject_counts), dict(languages),
-                           contamination, top_terms=cfg.report_top_terms, toxicity_min_terms=cfg.toxicity_min_terms,
+                           contamination, contamination_scores=contamination_scores, top_terms=cfg.report_top_terms,
+                           toxicity_min_terms=cfg.toxicity_min_terms,
                            near_threshold=cfg.dedup_threshold, title=title)
     return str(path)
 
@@ -229,26 +290,34 @@ def corpus_flow(home: str, corpus: dict[str, Any], config_digest: str) -> dict[s
     if cfg.exact_dedup:
         stages.append(exact_dedup_task(stages[-1]["documents"], work, code))
     if cfg.near_dedup:
-        stages.append(near_dedup_task(stages[-1]["documents"], near_dedup_settings(cfg), cfg.dedup_use_ray, work, code))
+        sharding = dict(shards=cfg.shards, use_ray=cfg.use_ray, cpus=cfg.ray_task_cpus)
+        stages.append(near_dedup_task(stages[-1]["documents"], near_dedup_settings(cfg), cfg.dedup_use_ray, sharding,
+                                      work, code))
     final = stages[-1]["documents"]
-    contamination = None
+    contamination, contamination_scores = None, None
     if cfg.eval_sets:
-        contamination = contamination_task(final, list(cfg.eval_sets), [sc.source_fingerprint(s) for s in cfg.eval_sets],
-                                           cfg.contamination_ngram, cfg.contamination_clean, cfg.contamination_dirty,
-                                           cfg.max_record_bytes, work, code)["summary"]
+        settings = dict(ngram=cfg.contamination_ngram, clean_below=cfg.contamination_clean, dirty_from=cfg.contamination_dirty,
+                        skip_budget=cfg.contamination_skip_budget, score_field=cfg.contamination_score_field)
+        lake = DataDir(Path(home)).lake
+        found = contamination_task(final, list(cfg.eval_sets), [sc.source_fingerprint(s) for s in cfg.eval_sets], settings,
+                                   published_tokenizer(lake, cfg.contamination_tokenizer), str(lake), cfg.max_record_bytes,
+                                   work, code)
+        contamination, contamination_scores = found["summary"], found["scores"]
     validation = validate_task(final, cfg.validation_min_chars, cfg.validation_max_chars,
                                str(Path(work) / f"validation-{Path(final).stem}.json"))
     dropped = [s["dropped"] for s in stages]
     metadata = {"sources": sources, "config_digest": config_digest, "corpus_config": corpus, "code": code}
     refs = publish_task(home, raw["documents"], raw["rejects"], final, dropped, metadata, flow_run.get_id())
     folder = str(DataDir(Path(home)).reports("corpus") / refs["corpus"].replace("@", "-"))
-    report = report_task(final, [s["stats"] for s in stages], dropped, raw["rejects"], contamination, corpus, folder,
+    report = report_task(final, [s["stats"] for s in stages], dropped, raw["rejects"], contamination, contamination_scores, corpus,
+                         folder,
                          f"Corpus report: {refs['corpus']}", code)
     stats = [row for s in stages for row in json.loads(Path(s["stats"]).read_text())]
     rejects = Counter(pq.read_table(raw["rejects"], columns=["reason"]).column("reason").to_pylist())
     return {**refs, "documents": pq.read_metadata(final).num_rows, "report": report, "validation": validation,
             "dropped_by_reason": dict(sum((Counter(r["dropped"]) for r in stats), Counter())),
-            "rejects_by_reason": dict(rejects), "contamination": contamination, "steps": stats}
+            "rejects_by_reason": dict(rejects), "contamination": contamination,
+            "contamination_scores": contamination_scores, "steps": stats}
 
 
 def run_corpus(cfg: RunConfig, sources: list[str] | None = None, eval_sets: list[str] | None = None) -> dict[str, Any]:
@@ -261,7 +330,7 @@ def run_corpus(cfg: RunConfig, sources: list[str] | None = None, eval_sets: list
     # Task results (and so the cache) live in the data dir, not ~/.prefect.
     results = DataDir(cfg.home).prefect_results
     plain = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(corpus_cfg).items()}
-    if corpus_cfg.near_dedup and corpus_cfg.dedup_use_ray:
-        RunContext(cfg).init_ray()  # band partitions become Ray tasks on the cluster `alignline up` started
+    if corpus_cfg.use_ray or (corpus_cfg.near_dedup and corpus_cfg.dedup_use_ray):
+        RunContext(cfg).init_ray()  # shards and band partitions become Ray tasks on the cluster `alignline up` started
     runner = corpus_flow.with_options(result_storage=results, persist_result=True)
     return runner(str(cfg.home), plain, cfg.digest())

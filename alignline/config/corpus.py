@@ -93,10 +93,28 @@ class CorpusConfig:
     dedup_band_tasks: int = setting(4, "Band partitions: each is one (Ray or in-process) task.", ge=1)
     dedup_use_ray: bool = setting(False, "Run band partitions as Ray tasks on the attached cluster (tiny preset: in process).")
 
+    # --- distribution -------------------------------------------------------------------
+    use_ray: bool = setting(False, "Run the per-document steps (normalize, language, Gopher, C4, PII; MinHash signatures) as one "
+                            "Ray task per shard on the attached cluster; in process, shard by shard, otherwise. Shards are "
+                            "concatenated in order, so the published corpus is the same either way.")
+    shards: int = setting(4, "Shards the documents are split into for the per-document steps (one Ray task each with "
+                          "use_ray). Corpus-level steps (exact and near dedup) stay global.", ge=1)
+    ray_task_cpus: float = setting(1.0, "CPUs each shard's Ray task reserves (fractional works; on a 2-CPU head keep "
+                                   "it <= 1 so two shards run at once).", gt=0)
+
     # --- contamination (Llama 2 A.6) --------------------------------------------------
     contamination_ngram: int = setting(10, "Token n-gram length that counts as a contaminated match.", source="Llama 2 A.6: matches longer than 10 tokens", ge=1)
     contamination_dirty: float = setting(0.8, "Share of contaminated tokens at or above which a sample is dirty.", source="Llama 2 A.6: 80%", ge=0, le=1)
     contamination_clean: float = setting(0.2, "Share below which a sample is clean.", source="Llama 2 A.6: 20%", ge=0, le=1)
+    contamination_skip_budget: int = setting(4, "Tokens in which a matched span may differ from the training text (never in its "
+                                             "first contamination_ngram tokens, never at its end).",
+                                             source="Llama 2 A.6: skipgram budget of four tokens", ge=0)
+    contamination_tokenizer: Literal["project", "words"] = setting(
+        "project", "Tokens counted: 'project' uses the latest published `tokenizer` dataset when there is one (the paper "
+        "counts Llama tokens), lowercase words otherwise; 'words' always uses words.", source="Llama 2 A.6")
+    contamination_score_field: str = setting("score", "Metadata field of an eval sample holding its benchmark score; when every "
+                                             "sample of a set has it, the report adds the per-bucket score table.",
+                                             source="Llama 2 Table 51")
     eval_sets: tuple[str, ...] = setting((), "Evaluation set files (JSONL / Parquet / text, a `text` field) checked for contamination.")
 
     # --- audit, report and validation ---------------------------------------------------
@@ -119,6 +137,6 @@ class CorpusConfig:
         return self.minhash_bands * self.minhash_rows
 
 
-PRESETS: dict[str, dict] = {"small": {"max_documents": 200000}, "llama2-7b": {"max_documents": 0, "dedup_use_ray": True},
-                            "llama2-13b": {"max_documents": 0, "dedup_use_ray": True},
-                            "llama2-70b": {"max_documents": 0, "dedup_use_ray": True}}
+_FULL = {"max_documents": 0, "dedup_use_ray": True, "use_ray": True, "shards": 64}
+PRESETS: dict[str, dict] = {"small": {"max_documents": 200000}, "llama2-7b": dict(_FULL), "llama2-13b": dict(_FULL),
+                            "llama2-70b": dict(_FULL)}

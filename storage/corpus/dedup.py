@@ -50,6 +50,13 @@ class ExactDedup:
         return kept
 
 
+class Sketcher(Protocol):
+    """(texts, ngram, permutations, seed) -> ((N, permutations) uint32 signatures, (N,) shingle-set sizes):
+    `minhash.sketch` here, shard by shard as Ray tasks in flows/corpus.py (rows are per document, so equal)."""
+
+    def __call__(self, texts: Sequence[str], ngram: int, num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+
 class BandRunner(Protocol):
     """Runs band partitions and returns one `Candidates` per partition, in order: in process here,
     as Ray tasks with checkpoints in flows/corpus.py (steps never import the executor)."""
@@ -91,11 +98,15 @@ class NearDedupResult:
 def near_duplicates(texts: Sequence[str], *, threshold: float = 0.8, ngram: int = 5, bands: int = 20,
                     rows: int = 6, seed: int = 1, prefilter: float = 0.6, max_bucket_pairs: int = 50,
                     band_tasks: int = 4, run_bands: BandRunner = run_bands_in_process,
-                    audit_sample: int = MISS_AUDIT_SAMPLE) -> NearDedupResult:
-    """The whole near-dedup computation on a list of texts; `run_bands` decides where band partitions run."""
-    shingles = minhash.shingle_sets(texts, ngram)
-    sig = minhash.signatures(shingles, bands * rows, seed)
-    has = shingles.sizes() > 0
+                    sketcher: Sketcher = minhash.sketch, audit_sample: int = MISS_AUDIT_SAMPLE) -> NearDedupResult:
+    """The whole near-dedup computation on a list of texts; `sketcher` decides where signatures are computed
+    (per shard on Ray in flows/corpus.py) and `run_bands` where band partitions run.
+
+    Memory: the (N, bands*rows) uint32 signatures, one chunk of shingles, and the shingle sets of one
+    batch of candidates; never the whole corpus's shingle sets (benchmarks/corpus.py --million)."""
+    sig, sizes = sketcher(texts, ngram, bands * rows, seed)
+    shingles = minhash.LazyShingles(texts, ngram, sizes)   # sets rebuilt only for candidates
+    has = sizes > 0
     found = run_bands(sig, has, band_partitions(bands, band_tasks), rows, max_bucket_pairs)
     candidates = minhash.Candidates.merge(found)
     removal = minhash.remove_near_duplicates(shingles, sig, candidates, threshold, prefilter)
@@ -113,10 +124,11 @@ class NearDedup:
 
     def __init__(self, threshold: float = 0.8, ngram: int = 5, bands: int = 20, rows: int = 6, seed: int = 1,
                  prefilter: float = 0.6, max_bucket_pairs: int = 50, band_tasks: int = 4,
-                 run_bands: BandRunner = run_bands_in_process, audit_sample: int = MISS_AUDIT_SAMPLE):
+                 run_bands: BandRunner = run_bands_in_process, sketcher: Sketcher = minhash.sketch,
+                 audit_sample: int = MISS_AUDIT_SAMPLE):
         self.kwargs = dict(threshold=threshold, ngram=ngram, bands=bands, rows=rows, seed=seed, prefilter=prefilter,
                            max_bucket_pairs=max_bucket_pairs, band_tasks=band_tasks, run_bands=run_bands,
-                           audit_sample=audit_sample)
+                           sketcher=sketcher, audit_sample=audit_sample)
 
     def run(self, docs: Sequence[Document], log: StepLog) -> list[Document]:
         result = near_duplicates([d.text for d in docs], **self.kwargs)

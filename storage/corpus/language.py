@@ -10,6 +10,7 @@ tool (fastText, Llama 2 §4.1 / Table 10) is a learned model we do not ship.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from typing import Sequence
 
 from .documents import Document, StepLog, Verdict, keep_passing
@@ -42,9 +43,10 @@ def identify_language(text: str, min_score: float, min_hits: int = 3) -> tuple[s
     words = _WORD.findall(text.lower())
     if not words:
         return "unknown", 0.0
+    counts = Counter(words)  # one pass in C; each language then sums over its few stopwords
     best, best_score = "unknown", 0.0
     for lang, stop in STOPWORDS.items():
-        score = sum(w in stop for w in words) / len(words)
+        score = sum(counts[w] for w in stop.intersection(counts)) / len(words)
         if score > best_score:
             best, best_score = lang, score
     known = best_score >= min_score and best_score * len(words) >= min_hits

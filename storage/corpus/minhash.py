@@ -126,16 +126,10 @@ def shingle_sets(texts: Sequence[str], ngram: int = 5, chunk_bytes: int = 8 << 2
     n = len(texts)
     counts = np.zeros(n, dtype=np.int64)
     parts: list[np.ndarray] = []
-    lo = 0
-    while lo < n:
-        hi, size = lo, 0
-        while hi < n and (hi == lo or size + len(texts[hi]) < chunk_bytes):
-            size += len(texts[hi]) + 1
-            hi += 1
+    for lo, hi in _chunks(texts, chunk_bytes):
         docs, values = _shingle_chunk(texts[lo:hi], ngram)
         counts[lo:hi] = np.bincount(docs, minlength=hi - lo)
         parts.append(values)
-        lo = hi
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
     values = np.concatenate(parts) if parts else np.zeros(0, np.uint32)
@@ -158,21 +152,87 @@ def signatures(shingles: Shingles, num_perm: int, seed: int = 1, block: int = 20
     """
     a = permutations(num_perm, seed)
     n = len(shingles)
-    sig = np.full((n, num_perm), np.iinfo(np.uint64).max, dtype=_U64)
+    sig = np.full((n, num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)  # 4 B per (doc, permutation)
     sizes = shingles.sizes()
     doc_of = np.repeat(np.arange(n), sizes)
-    values = shingles.values.astype(_U64)
+    values = shingles.values
     buf = np.empty((block, num_perm), dtype=_U64)
     for lo in range(0, values.size, block):
         hi = min(lo + block, values.size)
         h = buf[:hi - lo]
-        np.multiply(values[lo:hi, None], a[None, :], out=h)   # (block, num_perm)
+        np.multiply(values[lo:hi, None].astype(_U64), a[None, :], out=h)   # (block, num_perm)
         docs = doc_of[lo:hi]
         seg = np.flatnonzero(np.concatenate(([True], docs[1:] != docs[:-1])))
-        mins = np.minimum.reduceat(h, seg, axis=0)            # (docs in block, num_perm)
+        mins = (np.minimum.reduceat(h, seg, axis=0) >> _U64(32)).astype(np.uint32)  # (docs in block, num_perm)
         rows = docs[seg]
         sig[rows] = np.minimum(sig[rows], mins)
-    return (sig >> _U64(32)).astype(np.uint32)
+    return sig
+
+
+# Text bytes hashed at once when streaming: the prefix-hash arrays cost ~40 B per byte (2 MB -> ~80 MB).
+_STREAM_CHUNK = 2 << 20
+
+
+def sketch(texts: Sequence[str], ngram: int, num_perm: int, seed: int = 1,
+           chunk_bytes: int = _STREAM_CHUNK) -> tuple[np.ndarray, np.ndarray]:
+    """(N, num_perm) uint32 signatures and (N,) shingle-set sizes, streamed: each chunk of about
+    `chunk_bytes` of text is shingled, signed and its shingles dropped, so memory is the signature
+    matrix (480 B per document at 120 permutations) plus one chunk. A document's row depends on its
+    text alone, so sketching shards separately and stacking them gives the same matrix."""
+    n = len(texts)
+    sig = np.empty((n, num_perm), dtype=np.uint32)
+    sizes = np.zeros(n, dtype=np.int32)
+    for lo, hi in _chunks(texts, chunk_bytes):
+        part = shingle_sets(texts[lo:hi], ngram, chunk_bytes)
+        sig[lo:hi] = signatures(part, num_perm, seed)
+        sizes[lo:hi] = part.sizes()
+    return sig, sizes
+
+
+def _chunks(texts: Sequence[str], chunk_bytes: int) -> list[tuple[int, int]]:
+    """[lo, hi) ranges of consecutive texts of about `chunk_bytes` characters (at least one text each)."""
+    bounds, lo, n = [], 0, len(texts)
+    while lo < n:
+        hi, size = lo, 0
+        while hi < n and (hi == lo or size + len(texts[hi]) < chunk_bytes):
+            size += len(texts[hi]) + 1
+            hi += 1
+        bounds.append((lo, hi))
+        lo = hi
+    return bounds
+
+
+class LazyShingles:
+    """The `Shingles` interface (`of`, `sizes`, `len`) for near-dedup verification without holding every
+    set: sets are recomputed from the texts when asked for, a batch at a time (`prefetch`), and at most
+    `cache_docs` are kept. Verification touches only candidate documents, so the full CSR (4 B per
+    shingle, about 1 GB per million documents of 230 words) is never built."""
+
+    def __init__(self, texts: Sequence[str], ngram: int, sizes: np.ndarray, cache_docs: int = 20_000):
+        self.texts, self.ngram, self._sizes, self.cache_docs = texts, ngram, sizes, cache_docs
+        self._cache: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self._sizes)
+
+    def sizes(self) -> np.ndarray:
+        return self._sizes
+
+    def prefetch(self, docs: np.ndarray) -> None:
+        """Shingle `docs` (one vectorised pass) and keep them, evicting older sets beyond `cache_docs`."""
+        docs = [int(d) for d in np.unique(docs) if int(d) not in self._cache]
+        if not docs:
+            return
+        if len(self._cache) + len(docs) > self.cache_docs:
+            self._cache.clear()
+        part = shingle_sets([self.texts[d] for d in docs], self.ngram, _STREAM_CHUNK)
+        for k, d in enumerate(docs):
+            self._cache[d] = part.of(k)
+
+    def of(self, i: int) -> np.ndarray:
+        if i not in self._cache:
+            self.prefetch(np.array([i]))
+        return self._cache[i]
 
 
 def band_keys(sig: np.ndarray, band: int, rows: int) -> np.ndarray:
@@ -227,7 +287,7 @@ def band_candidates(sig: np.ndarray, bands: Sequence[int], rows: int, max_bucket
     out: list[np.ndarray] = []
     large: list[np.ndarray] = []
     for band in bands:
-        keys = band_keys(sig[idx], band, rows)
+        keys = band_keys(sig, band, rows)[idx]  # keys of all rows, then select: no copy of the matrix
         order = np.argsort(keys, kind="stable")
         sk = keys[order]
         starts = np.flatnonzero(np.concatenate(([True], sk[1:] != sk[:-1])))
@@ -260,6 +320,9 @@ def exact_jaccard(a: np.ndarray, b: np.ndarray) -> float:
     return inter / (a.size + b.size - inter)
 
 
+_VERIFY_BATCH = 5000  # pairs whose sets are shingled together (at most 10k sets in memory)
+
+
 def verify_pairs(shingles: Shingles, sig: np.ndarray, pairs: np.ndarray, threshold: float,
                  prefilter: float) -> tuple[np.ndarray, np.ndarray]:
     """Candidates whose exact Jaccard >= threshold: (pairs (K, 2), jaccard (K,)).
@@ -275,7 +338,12 @@ def verify_pairs(shingles: Shingles, sig: np.ndarray, pairs: np.ndarray, thresho
     lo = np.minimum(sizes[pairs[:, 0]], sizes[pairs[:, 1]])
     hi = np.maximum(sizes[pairs[:, 0]], sizes[pairs[:, 1]])
     pairs = pairs[lo >= threshold * hi]
-    jac = np.array([exact_jaccard(shingles.of(i), shingles.of(j)) for i, j in pairs], dtype=np.float64)
+    jac = np.zeros(len(pairs))
+    for lo in range(0, len(pairs), _VERIFY_BATCH):   # a batch of pairs' sets at a time (LazyShingles)
+        batch = pairs[lo:lo + _VERIFY_BATCH]
+        if hasattr(shingles, "prefetch"):
+            shingles.prefetch(batch.ravel())
+        jac[lo:lo + len(batch)] = [exact_jaccard(shingles.of(i), shingles.of(j)) for i, j in batch.tolist()]
     keep = jac >= threshold
     return pairs[keep], jac[keep]
 
@@ -405,9 +473,14 @@ def missed_in_sample(shingles: Shingles, sig: np.ndarray, kept: np.ndarray, samp
     if not kept_idx.size:
         return 0, 0
     picked = np.random.default_rng(seed).choice(kept_idx, size=min(sample, kept_idx.size), replace=False)
-    kept_sig = sig[kept_idx]
+    close: list[list[np.ndarray]] = [[] for _ in picked]
+    for lo in range(0, kept_idx.size, 16384):   # blocks of kept rows: no copy of the signature matrix
+        rows = kept_idx[lo:lo + 16384]
+        block = sig[rows]
+        for k, doc in enumerate(picked.tolist()):
+            close[k].append(rows[(block == sig[doc]).mean(axis=1) >= prefilter])
     missed = 0
-    for doc in picked.tolist():
-        close = kept_idx[(kept_sig == sig[doc]).mean(axis=1) >= prefilter]
-        missed += any(exact_jaccard(shingles.of(a), shingles.of(doc)) >= threshold for a in close.tolist() if a != doc)
+    for doc, found in zip(picked.tolist(), close):
+        missed += any(exact_jaccard(shingles.of(a), shingles.of(doc)) >= threshold
+                      for a in np.concatenate(found).tolist() if a != doc)
     return int(picked.size), missed

@@ -6,9 +6,13 @@ scores). Dedup runs after these steps (flows/corpus.py) so it compares cleaned t
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
-from .documents import Step
+import numpy as np
+import pyarrow as pa
+
+from .documents import (Step, StepStats, documents_from_table, documents_to_table, dropped_to_table, run_steps,
+                        stats_from_dict)
 from .language import LanguageFilter
 from .normalize import Normalize
 from .pii import ScrubPII
@@ -34,3 +38,42 @@ def cleaning_steps(cfg: "CorpusConfig") -> list[Step]:
         ScrubPII(cfg.pii_email_placeholder, cfg.pii_ip_placeholder, cfg.pii_phone_placeholder),
     ]
 
+
+
+def clean_shard(table: pa.Table, cfg: "CorpusConfig") -> tuple[pa.Table, list[dict], pa.Table]:
+    """The cleaning steps on one shard of documents: (kept documents, each step's stats as dicts, drops).
+
+    A pure function of its inputs, so a shard is one Ray task on a cluster or one call in process,
+    with the same result; `merge_shards` puts the shards back together.
+    """
+    kept, stats, dropped = run_steps(cleaning_steps(cfg), documents_from_table(table))
+    return documents_to_table(kept), [s.as_dict() for s in stats], dropped_to_table(dropped)
+
+
+def shard_bounds(n: int, shards: int) -> list[tuple[int, int]]:
+    """[lo, hi) row ranges of `shards` contiguous, near-equal shards (none empty)."""
+    edges = np.linspace(0, n, min(shards, max(n, 1)) + 1).round().astype(int)
+    return [(int(lo), int(hi)) for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo]
+
+
+def merge_shards(results: Sequence[tuple[pa.Table, list[dict], pa.Table]]) -> tuple[pa.Table, list[StepStats], pa.Table]:
+    """Shard results (in shard order) -> what one pass over all documents gives: documents in corpus order,
+    stats summed per step (seconds: summed over shards, the work done), drops ordered by step then corpus
+    order, as `run_steps` logs them."""
+    documents = pa.concat_tables([r[0] for r in results]) if results else documents_to_table([])
+    steps: list[StepStats] = []
+    for _, shard_stats, _ in results:
+        for k, row in enumerate(shard_stats):
+            s = stats_from_dict(row)
+            if k == len(steps):
+                steps.append(StepStats(s.step))
+            total = steps[k]
+            total.docs_in += s.docs_in
+            total.kept += s.kept
+            total.dropped.update(s.dropped)
+            total.counters.update(s.counters)
+            total.seconds += s.seconds
+    dropped = pa.concat_tables([r[2] for r in results]) if results else dropped_to_table([])
+    order = {s.step: k for k, s in enumerate(steps)}
+    rank = np.array([order[step] for step in dropped.column("step").to_pylist()], dtype=np.int64)
+    return documents, steps, dropped.take(np.argsort(rank, kind="stable"))

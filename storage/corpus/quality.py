@@ -7,13 +7,17 @@ Raffel et al. 2020 §2.2) with datatrove's thresholds, all passed in from
 """
 from __future__ import annotations
 
+import bisect
+import itertools
 import re
-from collections import Counter
 from typing import Sequence
+
+import numpy as np
 
 from .documents import Document, StepLog, Verdict, keep_passing
 
-_PUNCT = set("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~\u2026\u2014\u2013\u00ab\u00bb\u201c\u201d\u2018\u2019\u2022")
+_PUNCT = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~\u2026\u2014\u2013\u00ab\u00bb\u201c\u201d\u2018\u2019\u2022"
+_LETTER = re.compile(r"[^\W\d_]")  # a letter (str.isalpha up to rare numeric forms such as '\u00b2')
 GOPHER_STOP_WORDS = frozenset(["the", "be", "to", "of", "and", "that", "have", "with"])
 
 
@@ -41,7 +45,7 @@ class GopherQuality:
         words = words_of(text)
         if not words:
             return False, "gopher_short_doc"
-        non_symbol = [w for w in words if any(ch not in _PUNCT for ch in w)]
+        non_symbol = [w for w in words if w.strip(_PUNCT)]  # words that are not all punctuation
         if len(non_symbol) < self.min_doc_words:
             return False, "gopher_short_doc"
         if len(non_symbol) > self.max_doc_words:
@@ -60,9 +64,9 @@ class GopherQuality:
             return False, "gopher_too_many_bullets"
         if sum(line.rstrip().endswith(("...", "\u2026")) for line in lines) / len(lines) > self.max_ellipsis_lines_ratio:
             return False, "gopher_too_many_end_ellipsis"
-        if sum(any(c.isalpha() for c in w) for w in words) / len(words) < self.min_alpha_words_ratio:
+        if sum(1 for w in words if _LETTER.search(w)) / len(words) < self.min_alpha_words_ratio:
             return False, "gopher_below_alpha_ratio"
-        if len(GOPHER_STOP_WORDS.intersection(w.lower() for w in words)) < self.min_stop_words:
+        if len(GOPHER_STOP_WORDS.intersection(text.lower().split())) < self.min_stop_words:
             return False, "gopher_too_few_stop_words"
         return True
 
@@ -83,26 +87,91 @@ def _duplicates(items: list[str]) -> tuple[int, int]:
     return elements, chars
 
 
-def _top_ngram_chars(words: list[str], n: int) -> int:
-    counts = Counter(" ".join(words[i:i + n]) for i in range(len(words) - n + 1))
-    if not counts:
+_GRAM_MULT = np.uint64(0x100000001B3)  # odd: n-gram hash g_n = g_(n-1) * M + word hash (mod 2^64)
+
+
+class _Words:
+    """A document's words as 64-bit hashes plus character counts, so n-gram rules compare integers
+    instead of joining strings (the join was 60% of the step's time). Python's str hash is salted
+    per process, which changes no verdict: only equality within one document is used."""
+
+    def __init__(self, words: list[str]):
+        self.hashes = np.fromiter(map(hash, words), dtype=np.int64, count=len(words)).view(np.uint64)
+        self.chars = [0, *itertools.accumulate(map(len, words))]   # chars[i]: characters of the first i words
+        self._grams = {1: self.hashes}
+
+    def grams(self, n: int) -> np.ndarray:
+        """(len - n + 1,) hash of each word n-gram, built from the (n-1)-grams (cached)."""
+        if n not in self._grams:
+            shorter = self.grams(n - 1)
+            with np.errstate(over="ignore"):
+                self._grams[n] = shorter[:-1] * _GRAM_MULT + self.hashes[n - 1:]
+        return self._grams[n]
+
+    def gram_chars(self, start: int, n: int) -> int:
+        """Characters of the n-gram starting at `start`, words joined without separators."""
+        return self.chars[start + n] - self.chars[start]
+
+
+def _occurrences(grams: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(positions ordered by (n-gram, position), True where a new n-gram starts): one plain sort of
+    keys holding the position in the low bits (17 for documents up to 131k words) and the hash's top
+    bits above (47-bit names collide with probability ~1e-9 within a document), cheaper than a
+    stable argsort."""
+    bits = np.uint64(max(17, int(grams.size).bit_length()))
+    keys = (grams >> bits << bits) | np.arange(grams.size, dtype=np.uint64)
+    keys.sort()
+    names = keys >> bits
+    new = np.empty(keys.size, dtype=bool)
+    new[:1] = True
+    np.not_equal(names[1:], names[:-1], out=new[1:])
+    return (keys & ((np.uint64(1) << bits) - np.uint64(1))).astype(np.int64), new
+
+
+def _top_ngram_chars(words: _Words, n: int) -> int:
+    """Characters (words joined by spaces) times count of the most frequent n-gram; ties go to the
+    one seen first, as Counter.most_common does."""
+    if len(words.hashes) < n:
         return 0
-    gram, count = counts.most_common(1)[0]
-    return len(gram) * count
+    positions, new = _occurrences(words.grams(n))
+    starts = np.flatnonzero(new)
+    counts = np.diff(np.append(starts, positions.size))
+    top = counts.max()
+    start = int(positions[starts[counts == top]].min())   # the first position of each group is its earliest
+    return (words.gram_chars(start, n) + n - 1) * int(top)
 
 
-def _duplicated_ngram_chars(words: list[str], n: int) -> int:
-    """Characters covered by n-grams seen before, skipping over a repeat (Gopher's definition)."""
-    seen: set[str] = set()
-    repeated = i = 0
-    while i < len(words) - n + 1:
-        gram = "".join(words[i:i + n])
-        if gram in seen:
-            repeated += len(gram)
-            i += n
-        else:
-            seen.add(gram)
-            i += 1
+def _duplicated_ngram_chars(words: _Words, n: int) -> int:
+    """Characters covered by n-grams seen before, skipping over a repeat (Gopher's definition:
+    scan left to right; an n-gram seen at an earlier *visited* position counts and the scan jumps
+    n words, so the n-1 positions it jumps over are never visited nor seen).
+
+    Only positions whose n-gram occurred earlier can count, so the scan walks those alone (few in
+    most documents): a repeat at r is visited unless a counted repeat h < r has r - h < n, and it
+    counts if one of its earlier occurrences p was visited.
+    """
+    if len(words.hashes) < n:
+        return 0
+    positions, new = _occurrences(words.grams(n))
+    later = np.flatnonzero(~new)                         # indices of non-first occurrences
+    if not later.size:
+        return 0
+    group_start = np.maximum.accumulate(np.where(new, np.arange(new.size), 0))
+    later = later[np.argsort(positions[later])]
+    counted: list[int] = []
+    next_visit = repeated = 0
+    order = positions.tolist()
+    for k in later.tolist():
+        r = order[k]
+        if r < next_visit:
+            continue
+        for p in order[group_start[k]:k]:
+            h = bisect.bisect_left(counted, p)
+            if h == 0 or p - counted[h - 1] >= n:        # p was visited, so its gram was seen
+                repeated += words.gram_chars(r, n)
+                counted.append(r)
+                next_visit = r + n
+                break
     return repeated
 
 
@@ -133,12 +202,18 @@ class GopherRepetition:
             return False, "dup_line_frac"
         if chars / len(text) > self.dup_line_char_frac:
             return False, "dup_line_char_frac"
-        words = words_of(text)
+        words = _Words(words_of(text))
         for n, frac in self.top_ngrams:
             if _top_ngram_chars(words, n) / len(text) > frac:
                 return False, f"top_{n}_gram"
+        no_repeats_from = None  # no repeated m-gram means no repeated n-gram for any n >= m
         for n, frac in self.dup_ngrams:
-            if _duplicated_ngram_chars(words, n) / len(text) > frac:
+            if no_repeats_from is not None and n >= no_repeats_from:
+                continue
+            chars = _duplicated_ngram_chars(words, n)
+            if chars == 0:  # the first repeat is always counted, so 0 means none
+                no_repeats_from = n if no_repeats_from is None else min(n, no_repeats_from)
+            if chars / len(text) > frac:
                 return False, f"duplicated_{n}_n_grams"
         return True
 

@@ -163,7 +163,7 @@ def _hist(path: Path, values: np.ndarray, title: str, xlabel: str, log: bool = T
 
 def write_report(folder: str | Path, docs: Sequence[Document], stats: Sequence[StepStats], dropped: Sequence[Dropped],
                  reject_counts: dict[str, int], languages: dict[str, int], contamination: dict[str, dict[str, int]] | None = None,
-                 *, top_terms: int = 5, toxicity_min_terms: int = 2, near_threshold: float | None = None,
+                 *, contamination_scores: dict[str, list[dict]] | None = None, top_terms: int = 5, toxicity_min_terms: int = 2, near_threshold: float | None = None,
                  title: str = "Corpus report",
                  extra: dict[str, Any] | None = None) -> Path:
     """Write `report.md` and its PNGs into `folder`; returns the Markdown file's path."""
@@ -231,6 +231,13 @@ def write_report(folder: str | Path, docs: Sequence[Document], stats: Sequence[S
                   "| eval set | samples | clean (<20%) | not clean | not dirty | dirty (>=80%) |", "|---|---|---|---|---|---|"]
         lines += [f"| {name} | {s['samples']} | {s['clean']} | {s['not_clean']} | {s['not_dirty']} | {s['dirty']} |"
                   for name, s in contamination.items()]
+    if contamination_scores:
+        lines += ["", "### Scores per bucket (Llama 2 Table 51 layout)", "",
+                  "Mean score of each bucket against the set's mean: Zn = (X - mu_n) / sigma_n, sigma_n the standard "
+                  "deviation of the mean of n samples drawn at random from the set.", "",
+                  "| eval set | subset | avg contam. % | n | X | mu_n | Zn |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {name} | {r['bucket']} | {r['avg_contamination_pct']:.1f} | {r['n']} | {r['mean_score']:.3f} | "
+                  f"{r['mu_n']:.3f} | {r['z_n']:.2f} |" for name, rows in contamination_scores.items() for r in rows]
     path = folder / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path

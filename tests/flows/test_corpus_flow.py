@@ -3,6 +3,7 @@ import os
 import random
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +39,8 @@ def write_source(folder: Path) -> tuple[Path, Path]:
     source = folder / "corpus.jsonl"
     source.write_text("\n".join(lines) + "\n")
     evalset = folder / "eval.jsonl"
-    evalset.write_text(json.dumps({"id": "leak", "text": " ".join(prose(1005, 12).split()[:60])}) + "\n"
-                       + json.dumps({"id": "fresh", "text": prose(5000, 3)}) + "\n")
+    evalset.write_text(json.dumps({"id": "leak", "text": " ".join(prose(1005, 12).split()[:60]), "metadata": {"score": 1}})
+                       + "\n" + json.dumps({"id": "fresh", "text": prose(5000, 3), "metadata": {"score": 0}}) + "\n")
     return source, evalset
 
 
@@ -65,6 +66,9 @@ def test_flow_publishes_corpus_dropped_rejects_and_report_then_caches(tmp_path, 
     assert sorted(r["reason"] for r in catalog.read("corpus-rejects").to_pylist()) == ["bad_json", "missing_text"]
     assert first["rejects_by_reason"] == {"bad_json": 1, "missing_text": 1}
     assert first["contamination"]["eval.jsonl"] == {"samples": 2, "clean": 1, "not_clean": 1, "not_dirty": 1, "dirty": 1}
+    by_bucket = {r["bucket"]: r for r in first["contamination_scores"]["eval.jsonl"]}
+    assert by_bucket["dirty"]["mean_score"] == 1.0 and by_bucket["clean"]["mean_score"] == 0.0  # Table 51 rows
+    assert "Table 51 layout" in Path(first["report"]).read_text()
     lineage = [v.name for v in catalog.lineage(first["corpus"])]
     assert lineage[0] == "corpus" and "corpus-raw" in lineage and "corpus-rejects" in lineage
     assert Path(first["report"]).exists() and list(Path(first["report"]).parent.glob("*.png"))
@@ -189,3 +193,54 @@ def test_band_partitions_as_ray_tasks_publish_the_in_process_corpus(tmp_path, ra
     assert ray_dropped == local_dropped
     assert {(r["id"], r["reason"]) for r in ray_dropped if r["reason"] == "near_duplicate"} == {("dup-near", "near_duplicate")}
     assert on_ray["dropped_by_reason"] == local["dropped_by_reason"]
+
+
+def test_shard_count_does_not_change_what_is_published(tmp_path):
+    """The per-document steps run shard by shard; 1 shard and 3 shards publish the same versions."""
+    from alignline.flows.corpus import run_corpus
+
+    source, evalset = write_source(tmp_path)
+    one = run_corpus(config(tmp_path / "one", "corpus.shards=1", f"corpus.eval_sets=['{evalset}']"), [str(source)])
+    three = run_corpus(config(tmp_path / "three", "corpus.shards=3", f"corpus.eval_sets=['{evalset}']"), [str(source)])
+    for name in ("corpus", "corpus-dropped", "corpus-rejects", "corpus-raw"):
+        assert one[name].split("@")[1] == three[name].split("@")[1], name
+    strip = lambda steps: [{k: v for k, v in s.items() if k != "seconds"} for s in steps]  # noqa: E731
+    assert strip(one["steps"]) == strip(three["steps"])
+    assert one["contamination"] == three["contamination"]
+
+
+def _shard_ray_tasks(cfg) -> list:
+    import ray
+    from ray.util.state import list_tasks
+
+    return list_tasks(address=cfg.servers.url(cfg.servers.ray_dashboard_port), limit=10_000, raise_on_missing_output=False,
+                      filters=[("job_id", "=", ray.get_runtime_context().get_job_id())])
+
+
+@pytest.mark.integration
+@pytest.mark.filterwarnings("ignore")
+def test_cleaning_shards_on_ray_publish_the_in_process_corpus(tmp_path, ray_cluster):
+    """corpus.use_ray: the cleaning steps and MinHash signatures run as one Ray task per shard on the
+    session's Ray head, and the run publishes exactly the versions the in-process run publishes."""
+    from alignline.flows.corpus import run_corpus
+
+    source, evalset = write_source(tmp_path)
+    common = ["corpus.shards=3", f"corpus.eval_sets=['{evalset}']"]
+    local = run_corpus(config(tmp_path / "local", *common), [str(source)])
+    ray_cfg = config(tmp_path / "ray", *TEST_SERVER_OVERRIDES, *common, "corpus.use_ray=true", "corpus.ray_task_cpus=0.5")
+    before = {t.task_id for t in _shard_ray_tasks(ray_cfg)}
+    on_ray = run_corpus(ray_cfg, [str(source)])
+
+    deadline = time.monotonic() + 60
+    while True:
+        new = [t for t in _shard_ray_tasks(ray_cfg) if t.task_id not in before]
+        names = Counter(t.name for t in new if t.state == "FINISHED")
+        if (names["clean_shard"] >= 3 and names["sketch"] >= 3) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert names["clean_shard"] == 3 and names["sketch"] == 3, names
+    assert all(t.worker_pid != os.getpid() for t in new)
+    for name in ("corpus", "corpus-dropped", "corpus-rejects", "corpus-raw"):
+        assert on_ray[name].split("@")[1] == local[name].split("@")[1], name
+    assert on_ray["dropped_by_reason"] == local["dropped_by_reason"]
+    assert on_ray["contamination"] == local["contamination"]
