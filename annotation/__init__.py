@@ -2,6 +2,7 @@
 
 Imports `storage` only (its contracts: `storage.schemas`); flows pass in clients, samplers and paths.
 """
+from .accounts import AccountError, add_annotator, members, remove_annotator
 from .bot import Oracle, annotate_project, bot_works, sign_up_bot
 from .harvest import HarvestResult, Ledger, agreement, harvest, parse_tasks
 from .hh_rlhf import ImportResult, read_hh_rlhf
@@ -11,7 +12,7 @@ from .projects import (connect, ensure_preference_project, ensure_project, find_
                        iteration_progress, task_key)
 from .validation import ValidationFailed, check_comparisons
 
-__all__ = ["Oracle", "annotate_project", "bot_works", "sign_up_bot",
+__all__ = ["AccountError", "add_annotator", "members", "remove_annotator", "Oracle", "annotate_project", "bot_works", "sign_up_bot",
            "HarvestResult", "Ledger", "agreement", "harvest", "parse_tasks",
            "ImportResult", "read_hh_rlhf", "INSTRUCTIONS", "Judgement",
            "label_config", "parse_result", "result_for", "Side", "pair_tasks",

@@ -13,16 +13,15 @@ built-in data (Llama 2 §3.2.1 judgements, made mechanical, with the judges of
 """
 from __future__ import annotations
 
-import secrets
 import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-import requests
 
 from alignline.storage.schemas import MARGIN_LEVELS, Kind
 
+from .accounts import sign_up
 from .labeling import Judgement, result_for
 from .projects import connect
 
@@ -62,26 +61,8 @@ class Oracle:
 
 # -- the bot's Label Studio account ---------------------------------------------------------------
 def sign_up_bot(url: str, admin_token: str, email: str, password: str | None = None) -> dict[str, str]:
-    """Create the bot user through the invite link and return {email, password, token}.
-
-    The admin token only reads the invite link; the bot signs up and logs in like a browser
-    (session cookie + CSRF), then reads its own API token.
-    """
-    url = url.rstrip("/")
-    password = password or secrets.token_urlsafe(18)
-    invite = requests.get(f"{url}/api/invite", headers={"Authorization": f"Token {admin_token}"}, timeout=30)
-    invite.raise_for_status()
-    with requests.Session() as s:
-        signup = f"{url}/user/signup/?token={invite.json()['token']}"
-        s.get(signup, timeout=30).raise_for_status()
-        r = s.post(signup, data={"email": email, "password": password, "csrfmiddlewaretoken": s.cookies["csrftoken"]},
-                   headers={"Referer": signup}, allow_redirects=False, timeout=30)
-        if r.status_code != 302:
-            raise RuntimeError(f"Label Studio refused to sign up {email} (HTTP {r.status_code}); "
-                               "does a user with this email exist already?")
-        token = s.get(f"{url}/api/current-user/token", timeout=30)
-        token.raise_for_status()
-    return {"email": email, "password": password, "token": token.json()["token"]}
+    """Create the bot user through the invite link (as a person would sign up) and return {email, password, token}."""
+    return sign_up(url, admin_token, email, password)
 
 
 def bot_works(url: str, token: str, email: str) -> bool:

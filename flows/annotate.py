@@ -66,3 +66,28 @@ def bot_flow(cfg: RunConfig, project: str | None = None, limit: int = 0) -> dict
 def run_bot(cfg: RunConfig, project: str | None = None, limit: int = 0) -> dict:
     """What `alignline annotate --bot` calls: per project and bot, how many tasks it submitted, by margin level."""
     return bot_flow(cfg, project=project, limit=limit)
+
+
+def run_annotators(cfg: RunConfig, action: str, email: str | None = None, name: str = "") -> dict:
+    """`alignline annotators add EMAIL [--name N] | list | remove EMAIL`: people's Label Studio accounts.
+
+    A new person's password goes to `<home>/secrets/annotator-<email>.json` (0600), never to the terminal or a log:
+    the operator hands it over privately; the person can change it in Label Studio's account settings."""
+    from alignline.annotation import add_annotator, members, remove_annotator
+
+    url, home = RunContext(cfg).label_studio_url, cfg.home
+    admin = label_studio_token(home)
+    if action == "list":
+        return {m["email"]: f"id {m['id']}, {m['name'] or '-'}, {'active' if m['active'] else 'removed'}"
+                for m in members(url, admin)}
+    if not email:
+        raise ValueError(f"annotators {action} needs an e-mail address")
+    if action == "add":
+        cred = add_annotator(url, admin, email, name)
+        secret = paths.write_secret(home, f"annotator-{email}", {"email": email, "password": cred["password"]})
+        return {"annotator": email, "user_id": cred["id"], "sign_in": f"{url}/user/login/",
+                "password_file": f"{secret} (0600: hand it over privately)"}
+    if action == "remove":
+        return {"removed": email, "user_id": remove_annotator(url, admin, email),
+                "annotations": "kept, still attributed to them"}
+    raise ValueError(f"annotators action {action!r} is not allowed; allowed: add, list, remove")

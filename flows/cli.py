@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import sys
 from typing import Callable, Literal
@@ -33,12 +34,31 @@ def cmd_up(cfg: RunConfig, args: argparse.Namespace) -> int:
 
 
 def cmd_status(cfg: RunConfig, args: argparse.Namespace) -> int:
-    from alignline.infra import status
+    """Servers; then datasets, models and iterations (`--json` for all of it as one object)."""
+    from alignline.flows.overview import overview
 
-    rows = status(cfg)
-    for s in rows:
-        print(f"{s.name:<13} {s.url:<28} {'healthy' if s.healthy else 'down':<8} pid {s.pid or '-'}")
-    return 0 if all(s.healthy for s in rows) else 1
+    seen = overview(cfg)
+    healthy = all(s["healthy"] for s in seen["servers"])
+    if args.json:
+        print(json.dumps(seen, indent=2, default=str))
+        return 0 if healthy else 1
+    for s in seen["servers"]:
+        print(f"{s['name']:<13} {s['url']:<28} {'healthy' if s['healthy'] else 'down':<8} pid {s['pid'] or '-'}")
+    if seen["datasets"]:
+        print("\ndatasets (latest version, rows, versions, parents)")
+        for d in seen["datasets"]:
+            print(f"  {d['latest']:<44} {d['rows']:>8} rows  {d['versions']:>3} versions  <- {', '.join(d['parents']) or '-'}")
+    if seen["models"]:
+        print("\nmodels (versions, aliases, latest)")
+        for m in seen["models"]:
+            aliases = ", ".join(f"{a}={v}" for a, v in sorted(m["aliases"].items())) or "-"
+            print(f"  {m['name']:<20} {m['versions']:>3} versions  {aliases:<28} latest {m['latest']} ({m['latest_method']})")
+    if seen["iterations"]:
+        print("\niterations (steps)")
+        for it in seen["iterations"]:
+            steps = " ".join(f"{s}:{'ok' if state == 'done' else '..'}" for s, state in it["steps"].items())
+            print(f"  {str(it['iteration']):<6} {steps}")
+    return 0 if healthy else 1
 
 
 def cmd_down(cfg: RunConfig, args: argparse.Namespace) -> int:
@@ -124,17 +144,33 @@ def cmd_annotate(cfg: RunConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_annotators(cfg: RunConfig, args: argparse.Namespace) -> int:
+    from alignline.flows.annotate import run_annotators
+
+    print_result(run_annotators(cfg, args.action, args.email, args.name or ""))
+    return 0
+
+
 def cmd_harvest(cfg: RunConfig, args: argparse.Namespace) -> int:
     from alignline.flows.harvest import run_harvest, run_import_hh_rlhf
 
-    print_result(run_import_hh_rlhf(cfg, args.hh_rlhf) if args.hh_rlhf else run_harvest(cfg))
+    if args.hh_rlhf and not args.kind:
+        raise ConfigError("harvest --hh-rlhf needs --kind: helpfulness (helpful-base files) or safety (harmless-base)")
+    print_result(run_import_hh_rlhf(cfg, args.hh_rlhf, args.kind) if args.hh_rlhf else run_harvest(cfg))
     return 0
 
 
 def cmd_evaluate(cfg: RunConfig, args: argparse.Namespace) -> int:
     from alignline.flows.evaluate import run_evaluate
 
-    print_result(run_evaluate(cfg, policy=args.policy, baseline=args.baseline))
+    print_result(run_evaluate(cfg, policy=args.policy, baseline=args.baseline, suites=args.suite))
+    return 0
+
+
+def cmd_split_eval(cfg: RunConfig, args: argparse.Namespace) -> int:
+    from alignline.flows.evaluate import run_split_eval
+
+    print_result(run_split_eval(cfg, args.prompts, args.share))
     return 0
 
 
@@ -182,10 +218,12 @@ COMMANDS: dict[str, tuple[str, Command]] = {
     "sft": ("supervised fine-tuning of the base model; register `policy` as candidate", cmd_sft),
     "collect": ("sample response pairs from the latest policy and import them into Label Studio", cmd_collect),
     "annotate": ("where annotators work; `--bot` runs the scripted annotator through the same API", cmd_annotate),
+    "annotators": ("people's Label Studio accounts: add EMAIL [--name N], list, remove EMAIL", cmd_annotators),
     "harvest": ("export new annotations into validated comparison datasets (or import HH-RLHF)", cmd_harvest),
     "reward": ("train the helpfulness and safety reward models; register both as candidates", cmd_reward),
     "rlhf": ("rejection sampling (then PPO, GAtt, context distillation as configured); register `policy` candidate", cmd_rlhf),
     "evaluate": ("evaluate a policy version against the champion; report and model card to MLflow", cmd_evaluate),
+    "split-eval": ("split a prompt pool into prompts-train and prompts-eval, disjoint by prompt (held out by construction)", cmd_split_eval),
     "iterate": ("one RLHF version end to end: collect, annotate, harvest, RMs, RLHF, evaluate (resumable)", cmd_iterate),
     "promote": ("move the `champion` alias after the gates pass (or with a recorded --override)", cmd_promote),
     "checkpoint": ("convert a packaged real checkpoint (smollm2-135m) into a local HF folder for model.checkpoint", cmd_checkpoint),
@@ -196,18 +234,24 @@ COMMANDS: dict[str, tuple[str, Command]] = {
 # What each command needs of the data dir's servers: nothing, Prefect when it is up (the corpus needs no other
 # server), or all of them up (refused with the fix otherwise). The demo starts them itself.
 NEEDS: dict[str, Needs] = {"up": "none", "status": "none", "down": "none", "config": "none", "checkpoint": "none",
-                           "demo": "none", "corpus": "prefect-if-up"}
+                           "demo": "none", "corpus": "prefect-if-up", "split-eval": "prefect-if-up"}
 
 
-def servers_for(cfg: RunConfig, command: str):
+def needs(command: str, args: argparse.Namespace) -> Needs:
+    if command == "harvest" and getattr(args, "hh_rlhf", None):
+        return "none"  # an import writes the catalog only
+    return NEEDS.get(command, "servers")
+
+
+def servers_for(cfg: RunConfig, command: str, args: argparse.Namespace):
     """The context a command runs in: its flow runs go to this data dir's Prefect server when one is needed."""
     from alignline.infra import prefect_server, require_up, status
 
-    needs = NEEDS.get(command, "servers")
-    if needs == "servers":
+    need = needs(command, args)
+    if need == "servers":
         require_up(cfg)
         return prefect_server(cfg)
-    if needs == "prefect-if-up" and any(s.name == "prefect" and s.healthy for s in status(cfg)):
+    if need == "prefect-if-up" and any(s.name == "prefect" and s.healthy for s in status(cfg)):
         return prefect_server(cfg)
     return contextlib.nullcontext()
 
@@ -215,6 +259,8 @@ def servers_for(cfg: RunConfig, command: str):
 def _stage_args(name: str, p: argparse.ArgumentParser) -> None:
     if name == "config":
         p.add_argument("--explain", action="store_true", help="list every field with its doc and source")
+    elif name == "status":
+        p.add_argument("--json", action="store_true", help="servers, datasets, models and iterations as one JSON object")
     elif name == "corpus":
         p.add_argument("--source", action="append", default=[], metavar="local|PATH",
                        help="JSONL, Parquet or text folder (repeatable; overrides corpus.sources)")
@@ -230,11 +276,23 @@ def _stage_args(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--bot", action="store_true", help="run the scripted annotator (demo and tests)")
         p.add_argument("--project", help="helpfulness, safety or a project title (default: both)")
         p.add_argument("--limit", type=int, default=0, help="tasks per bot at most (0: all pending)")
+    elif name == "annotators":
+        p.add_argument("action", choices=["add", "list", "remove"])
+        p.add_argument("email", nargs="?", help="the annotator's e-mail address (add, remove)")
+        p.add_argument("--name", help="their name, shown in Label Studio (add)")
     elif name == "harvest":
-        p.add_argument("--hh-rlhf", metavar="FILE.jsonl", help="import Anthropic HH-RLHF pairs instead")
+        p.add_argument("--hh-rlhf", metavar="FILE.jsonl[.gz]", help="import Anthropic HH-RLHF pairs instead")
+        p.add_argument("--kind", choices=["helpfulness", "safety"],
+                       help="with --hh-rlhf: helpfulness (helpful-base) or safety (harmless-base: safety RM data)")
     elif name == "evaluate":
         p.add_argument("--policy", default="candidate", help="policy version or alias (default candidate)")
         p.add_argument("--baseline", help="version to compare with (default: champion, else the parent)")
+        p.add_argument("--suite", action="append", default=[], metavar="KIND=FILE",
+                       help="an evaluation suite besides evaluation.suites (repeatable): truthfulqa=mc_task.json or "
+                            "TruthfulQA.csv, xstest=xstest_prompts.csv, toxigen=FOLDER, prompts=FILE.jsonl")
+    elif name == "split-eval":
+        p.add_argument("--prompts", required=True, metavar="DATASET[@VERSION]", help="the prompt pool to split")
+        p.add_argument("--share", type=float, help="share held out for evaluation (default evaluation.eval_share)")
     elif name == "iterate":
         p.add_argument("--iteration", type=int, help="iteration number (default: the next unfinished one)")
         p.add_argument("--bot", action="store_true", help="the scripted annotator labels the batch")
@@ -258,11 +316,41 @@ def _stage_args(name: str, p: argparse.ArgumentParser) -> None:
                        help="demonstrations (default: the built-in stdlib Q&A + safety set)")
 
 
+EXAMPLES: dict[str, str] = {
+    "up": "alignline up --home ~/runs/team-a",
+    "status": "alignline status --json | jq '.models'",
+    "corpus": "alignline corpus --source local --source ~/data/docs.jsonl",
+    "sft": "alignline sft --data demos.jsonl --set sft.epochs=3",
+    "collect": "alignline collect --iteration 2 --batch 1",
+    "annotate": "alignline annotate --bot --project helpfulness",
+    "annotators": "alignline annotators add ada@example.org --name 'Ada Lovelace'",
+    "harvest": "alignline harvest --hh-rlhf harmless-base.jsonl.gz --kind safety",
+    "reward": "alignline reward --set reward.margin=large",
+    "rlhf": "alignline rlhf --iteration 2 --set rlhf.ppo_enabled=true",
+    "evaluate": "alignline evaluate --policy 5 --suite truthfulqa=TruthfulQA.csv --suite xstest=xstest_prompts.csv",
+    "split-eval": "alignline split-eval --prompts team-prompts@latest --share 0.1",
+    "iterate": "alignline iterate --bot",
+    "promote": "alignline promote policy 5 --reviewer ada --reason 'wins 0.62 [0.55, 0.69] on held-out prompts'",
+    "checkpoint": "alignline checkpoint smollm2-135m && alignline sft --set model.checkpoint=.alignline/checkpoints/smollm2-135m",
+    "config": "alignline config --explain | grep reward.",
+    "demo": "alignline demo",
+    "smoke": "alignline smoke",
+    "pretrain": "alignline pretrain --corpus-version latest",
+    "down": "alignline down",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from alignline import __version__
+
     parser = argparse.ArgumentParser(prog="alignline", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"alignline {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (help_text, _) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        example = EXAMPLES.get(name)
+        p = sub.add_parser(name, help=help_text, description=help_text,
+                           epilog=f"example:\n  {example}" if example else None,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         _common(p)
         _stage_args(name, p)
     return parser
@@ -280,12 +368,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"alignline: config error: {e}", file=sys.stderr)
         return 2
     try:
-        with servers_for(cfg, args.command):
+        with servers_for(cfg, args.command, args):
             return COMMANDS[args.command][1](cfg, args)
     except Exception as e:  # a clear one-line message; tracebacks with ALIGNLINE_DEBUG=1
         from alignline.infra import ServerError
+        from alignline.storage import LockHeld
 
-        if isinstance(e, ServerError) and not os.environ.get("ALIGNLINE_DEBUG"):
+        if isinstance(e, (ServerError, LockHeld)) and not os.environ.get("ALIGNLINE_DEBUG"):
             print(f"alignline: {e}", file=sys.stderr)
             return 1
         raise

@@ -1,6 +1,7 @@
 """Harvest flow (Llama 2 §3.2.1): new annotations -> validated `comparisons-helpfulness` / `comparisons-safety`.
 
-CLI: `alignline harvest` -> run_harvest(cfg); `alignline harvest --hh-rlhf FILE.jsonl` -> run_import_hh_rlhf(cfg, FILE).
+CLI: `alignline harvest` -> run_harvest(cfg);
+`alignline harvest --hh-rlhf FILE.jsonl[.gz] --kind helpfulness|safety` -> run_import_hh_rlhf(cfg, FILE, kind).
 Only annotations no earlier harvest recorded are read; each run publishes a
 cumulative version whose parents are the previous version and the task batches.
 """
@@ -12,12 +13,15 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.runtime import flow_run
 
-from alignline.annotation import connect, find_project, harvest, read_hh_rlhf
+from alignline.annotation import connect, find_project, harvest
+from alignline.annotation.hh_rlhf import quarantine_rows, read_hh_rlhf
 from alignline.config import RunConfig
 from alignline.config.annotation import AnnotationConfig
 from alignline.flows.context import RunContext, label_studio_token
 from alignline.storage import Catalog, DataDir
-from alignline.storage.schemas import KINDS
+from alignline.storage.schemas import KINDS, quarantine_table
+
+PUBLIC_DATASET = "comparisons-public-{kind}"   # training pairs; "-heldout" beside it: evaluation only
 
 
 @task
@@ -40,14 +44,28 @@ def harvest_flow(cfg: RunConfig) -> dict:
 
 
 def run_harvest(cfg: RunConfig) -> dict:
-    """What `alignline harvest` calls: per kind, the dataset ref, new/total comparisons, counts, agreement."""
-    return harvest_flow(cfg)
+    """What `alignline harvest` calls: per kind, the dataset ref, new/total comparisons, counts, agreement.
+    One harvest at a time per data dir (a second one waits, then finds nothing new twice)."""
+    with RunContext(cfg).data.lock("harvest", wait_s=600):
+        return harvest_flow(cfg)
 
 
-def run_import_hh_rlhf(cfg: RunConfig, path: str) -> dict:
-    """Publish an Anthropic HH-RLHF JSONL file as `comparisons-public` (margin: annotation.public_margin_level)."""
-    result = read_hh_rlhf(path, cfg.annotation.public_margin_level)
-    version = RunContext(cfg).catalog.publish("comparisons-public", result.table, metadata={
-        "file": str(Path(path).resolve()), "rejected": len(result.rejects),
-        "reject_reasons": [f"line {n}: {why}" for n, why in result.rejects[:100]]})
-    return {"dataset": version.ref, "pairs": result.table.num_rows, "rejected": result.rejects}
+def run_import_hh_rlhf(cfg: RunConfig, path: str, kind: str) -> dict:
+    """Publish an Anthropic HH-RLHF file as `comparisons-public-<kind>` (training) and
+    `comparisons-public-<kind>-heldout` (held-out prompts, annotation.public_heldout_share; only the reward report
+    reads it). Margin level: annotation.public_margin_level. Malformed records go to a quarantine file."""
+    ac, ctx = cfg.annotation, RunContext(cfg)
+    result = read_hh_rlhf(path, kind, ac.public_margin_level, heldout_share=ac.public_heldout_share)
+    name = PUBLIC_DATASET.format(kind=kind)
+    metadata = {"file": str(Path(path).resolve()), "kind": kind, "quarantined": len(result.rejects),
+                "quarantine_reasons": result.reject_counts(), "heldout_share": ac.public_heldout_share}
+    quarantine = None
+    if result.rejects:  # kept with file, line and reason, like every other quarantine
+        quarantine = ctx.catalog.publish(f"{name}-quarantine", quarantine_table(
+            quarantine_rows(result.rejects, Path(path).name)), metadata=metadata).ref
+    train = ctx.catalog.publish(name, result.table, metadata=metadata)
+    heldout = ctx.catalog.publish(f"{name}-heldout", result.heldout, metadata={**metadata, "heldout_of": train.ref})
+    return {"dataset": train.ref, "heldout_dataset": heldout.ref, "pairs": result.table.num_rows,
+            "heldout_pairs": result.heldout.num_rows, "quarantined": len(result.rejects),
+            "quarantine_reasons": result.reject_counts(), "quarantine_dataset": quarantine,
+            "first_quarantined": [f"line {r.line}: {r.reason}" for r in result.rejects[:10]]}

@@ -167,6 +167,9 @@ class Registry:
             queue += list(info.parents)
         return models, datasets
 
+    def model_names(self) -> list[str]:
+        return sorted(m.name for m in self.client.search_registered_models(max_results=1000))
+
     def set_tags(self, name: str, version: str, tags: dict[str, Any]) -> None:
         for key, value in tags.items():
             self.client.set_model_version_tag(name, str(version), key, str(value))

@@ -14,6 +14,7 @@ class AnnotationConfig:
     wait_timeout_s: float = setting(3600.0, "How long `iterate` waits for a batch to be annotated.", gt=0)
     poll_interval_s: float = setting(10.0, "Seconds between Label Studio polls while waiting.", gt=0)
     public_margin_level: str = setting("better", "Margin level given to public (HH-RLHF) pairs, whose strength is unknown.")
+    public_heldout_share: float = setting(0.1, "Share of an imported public set's prompts (chosen by prompt hash) published apart as `<dataset>-heldout`, read only by the reward report.", source="Llama 2 §3.2.2 / Table 7: RMs are scored on held-out pairs of each open-source set", ge=0, lt=1)
     safety_share: float = setting(0.25, "Share of each batch's prompts that are safety (adversarial) prompts, sent to the safety project.", source="Llama 2 §3.2.1: helpfulness and safety collected separately", ge=0, le=1)
     stdlib_prompts: int = setting(0, "Built-in helpfulness prompts taken from stdlib docstrings (0: all).", ge=0)
     max_new_tokens: int = setting(64, "Tokens sampled per response.", ge=1)

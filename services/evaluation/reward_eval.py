@@ -18,6 +18,10 @@ import numpy as np
 
 from alignline.storage.schemas import MARGIN_LEVELS, Comparison
 
+# Llama 2 Table 7 names the public test sets; other public sources show as '<source> helpfulness|safety'.
+PUBLIC_SET_TITLES = {"hh-rlhf": {"helpfulness": "Anthropic Helpful", "safety": "Anthropic Harmless"}}
+Z_95 = 1.96   # normal quantile of a two-sided 95% interval
+
 LEVEL_TITLES = {"significantly_better": "Significantly Better", "better": "Better",
                 "slightly_better": "Slightly Better", "negligibly_better": "Negligibly Better / Unsure"}
 
@@ -61,6 +65,41 @@ def accuracy_by_source(rows: Sequence[Comparison], scores: PairScores) -> dict[s
     return {n: {"accuracy": accuracy(scores, names == n), "n": int((names == n).sum())} for n in sorted(set(names))}
 
 
+def binomial_interval(correct: int, n: int, z: float = Z_95) -> tuple[float, float] | None:
+    """Wilson score interval of an accuracy `correct`/`n` (95% by default); None for no pairs. Unlike the normal
+    approximation it stays inside [0, 1] and is fair for the few hundred pairs a held-out set has."""
+    if n == 0:
+        return None
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def table7_set_of(row: Comparison, public_sources: Sequence[str] = ("hh-rlhf",)) -> str:
+    """Llama 2 Table 7 column of a pair: 'own helpfulness' / 'own safety' for the platform's own comparisons, the
+    public set's name ('Anthropic Harmless', ...) for imported ones (source 'hh-rlhf' or 'hh-rlhf:<file>')."""
+    kind = "safety" if row["is_safety"] else "helpfulness"
+    public = next((p for p in public_sources if row["source"] == p or row["source"].startswith(p + ":")), None)
+    if public is None:
+        return f"own {kind}"
+    return PUBLIC_SET_TITLES.get(public, {}).get(kind, f"{public} {kind}")
+
+
+def accuracy_by_test_set(rows: Sequence[Comparison], scores: PairScores,
+                         public_sources: Sequence[str] = ("hh-rlhf",)) -> dict[str, dict[str, Any]]:
+    """Llama 2 Table 7: accuracy per test set with n and its 95% interval. -> {set: {accuracy, n, low, high}}."""
+    names = np.array([table7_set_of(r, public_sources) for r in rows])
+    win = scores.chosen > scores.rejected
+    out = {}
+    for name in sorted(set(names)):
+        mask = names == name
+        n, k = int(mask.sum()), int(win[mask].sum())
+        low, high = binomial_interval(k, n)
+        out[name] = {"accuracy": k / n, "n": n, "low": low, "high": high}
+    return out
+
+
 def unsafe_labels(rows: Sequence[Comparison]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(labelled, chosen_unsafe, rejected_unsafe), (N,) bool each, from the safety categories (Llama 2 §3.2.1):
     the rejected answer is unsafe unless both are safe; the chosen one only when both are unsafe."""
@@ -89,6 +128,7 @@ class RewardEvaluation:
     scores: dict[str, PairScores]                     # RM name -> raw scores on `rows`
     threshold: float
     safety_rm: str | None = None
+    public_sources: tuple[str, ...] = ("hh-rlhf",)
     tables: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -103,7 +143,8 @@ class RewardEvaluation:
                     per_kind[kind] = {"by_level": accuracy_by_level(sub_rows, sub),
                                       "gap_by_level": score_gap_by_level(sub_rows, sub)}
             self.tables[rm] = {"overall": accuracy(s), "by_kind": per_kind,
-                               "by_source": accuracy_by_source(self.rows, s)}
+                               "by_source": accuracy_by_source(self.rows, s),
+                               "by_test_set": accuracy_by_test_set(self.rows, s, self.public_sources)}
         if self.safety_rm in self.scores:
             s = self.scores[self.safety_rm]
             probs = PairScores(_sigmoid(s.chosen), _sigmoid(s.rejected))
@@ -119,6 +160,8 @@ class RewardEvaluation:
                 for level, cell in k["by_level"].items():
                     if cell["accuracy"] is not None:
                         out[f"{rm}.{kind}.accuracy.{level}"] = cell["accuracy"]
+            for name, cell in t["by_test_set"].items():
+                out[f"{rm}.test_set.{name.lower().replace(' ', '_')}.accuracy"] = cell["accuracy"]
         det = self.tables.get("safety_detection", {})
         for key in ("precision", "recall"):
             if det.get(key) is not None:
@@ -130,14 +173,19 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def evaluate_reward_models(scorers: Mapping[str, Any], rows: Sequence[Comparison], threshold: float = 0.15,
-                           safety_rm: str | None = "rm-safety") -> RewardEvaluation:
-    """Score every held-out pair with each RM (`RewardScorer.raw_scores`) and build the tables."""
+def score_pairs(scorer: Any, rows: Sequence[Comparison]) -> PairScores:
+    """Raw scores of both answers of every pair with one RM (anything with `raw_scores(prompts, responses)`)."""
     prompts = [r["prompt"] for r in rows]
-    scores = {name: PairScores(scorer.raw_scores(prompts, [r["chosen"] for r in rows]).numpy(),
-                               scorer.raw_scores(prompts, [r["rejected"] for r in rows]).numpy())
-              for name, scorer in scorers.items()}
-    return RewardEvaluation(list(rows), scores, threshold, safety_rm)
+    return PairScores(np.asarray(scorer.raw_scores(prompts, [r["chosen"] for r in rows]), dtype=np.float64),
+                      np.asarray(scorer.raw_scores(prompts, [r["rejected"] for r in rows]), dtype=np.float64))
+
+
+def evaluate_reward_models(scorers: Mapping[str, Any], rows: Sequence[Comparison], threshold: float = 0.15,
+                           safety_rm: str | None = "rm-safety",
+                           public_sources: Sequence[str] = ("hh-rlhf",)) -> RewardEvaluation:
+    """Score every held-out pair with each RM (`RewardScorer.raw_scores`) and build the tables."""
+    scores = {name: score_pairs(scorer, rows) for name, scorer in scorers.items()}
+    return RewardEvaluation(list(rows), scores, threshold, safety_rm, tuple(public_sources))
 
 
 # -- report ------------------------------------------------------------------------------------------------------
@@ -145,12 +193,19 @@ def _pct(x: float | None) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
 
 
+def _with_interval(cell: dict[str, Any] | None) -> str:
+    if not cell:
+        return "-"
+    return f"{_pct(cell['accuracy'])} [{_pct(cell['low'])}-{_pct(cell['high'])}]"
+
+
 def report_tables(ev: RewardEvaluation) -> dict[str, tuple[list[str], list[list[str]]]]:
     """(header, rows) of each table, in the layout of the paper's tables."""
     table8 = (["RM", "test set", *(LEVEL_TITLES[lv] for lv in MARGIN_LEVELS), "Avg", "pairs"], [])
     gaps = (["RM", "test set", *(LEVEL_TITLES[lv] for lv in MARGIN_LEVELS)], [])
-    sets = sorted({name for rm in ev.scores for name in ev.tables[rm]["by_source"]})
-    table7 = (["RM", *sets, "overall"], [])
+    sets = sorted({name for rm in ev.scores for name in ev.tables[rm]["by_test_set"]})
+    n_of = {name: cell["n"] for rm in ev.scores for name, cell in ev.tables[rm]["by_test_set"].items()}
+    table7 = (["RM", *(f"{name} (n={n_of[name]})" for name in sets), "overall"], [])
     for rm in ev.scores:
         t = ev.tables[rm]
         for kind, k in t["by_kind"].items():
@@ -159,10 +214,9 @@ def report_tables(ev: RewardEvaluation) -> dict[str, tuple[list[str], list[list[
                               str(lv["avg"]["n"])])
             gaps[1].append([rm, kind, *("-" if k["gap_by_level"][x] is None else f"{k['gap_by_level'][x]:.2f}"
                                         for x in MARGIN_LEVELS)])
-        table7[1].append([rm, *(_pct(t["by_source"][s]["accuracy"]) if s in t["by_source"] else "-" for s in sets),
-                          _pct(t["overall"])])
+        table7[1].append([rm, *(_with_interval(t["by_test_set"].get(s)) for s in sets), _pct(t["overall"])])
     tables = {"Accuracy by rating level (%, layout of Llama 2 Table 8)": table8,
-              "Accuracy by data source (%, layout of Llama 2 Table 7)": table7,
+              "Accuracy on held-out pairs by test set (%, 95% interval; layout of Llama 2 Table 7)": table7,
               "Mean score gap r(chosen) - r(rejected) by rating level": gaps}
     det = ev.tables.get("safety_detection")
     if det:

@@ -32,14 +32,19 @@ class RewardModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """input_ids, attention_mask (B, T), left or right padded -> scores (B,), read at the last real token."""
+        pooled = self.pooled(input_ids, attention_mask)                                       # (B, H)
+        return self.head(pooled.to(self.head.weight.dtype)).squeeze(-1)                       # (B,)
+
+    def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The trunk's final hidden state at the last real token, (B, H): what the head reads (and what
+        trainable='head' caches once)."""
         # Positions count real tokens only, so a left-padded row sees the same RoPE positions as unpadded.
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)                   # (B, T)
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
                                position_ids=position_ids).last_hidden_state                  # (B, T, H)
         index = torch.arange(input_ids.size(1), device=input_ids.device)
         last = (index * attention_mask.long()).argmax(-1)                                     # (B,) last real token
-        pooled = hidden[torch.arange(len(last), device=hidden.device), last]                  # (B, H)
-        return self.head(pooled.to(self.head.weight.dtype)).squeeze(-1)                       # (B,)
+        return hidden[torch.arange(len(last), device=hidden.device), last]                    # (B, H)
 
 
 def reward_model_from_policy(policy: LlamaForCausalLM, seed: int = 0, init_std: float | None = None) -> RewardModel:

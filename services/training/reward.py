@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,14 +83,18 @@ def mix_helpfulness(data: pa.Table | Sequence[dict], extra_share: float, public_
     return base + extra, counts
 
 
-def mix_safety(data: pa.Table | Sequence[dict], helpful_share: float, seed: int = 0) -> tuple[list[dict], dict[str, int]]:
-    """Safety RM data: all safety pairs (own and public harmlessness) mixed with helpfulness pairs (own and public)
-    so that these make `helpful_share` of the whole (paper: 90/10). -> (rows, counts by part)."""
+def mix_safety(data: pa.Table | Sequence[dict], helpful_share: float, seed: int = 0,
+               public_sources: Sequence[str] = ("hh-rlhf",)) -> tuple[list[dict], dict[str, int]]:
+    """Safety RM data: all safety pairs (own and public harmlessness, e.g. Anthropic Harmless) mixed with helpfulness
+    pairs (own and public) so that these make `helpful_share` of the whole (paper: 90/10).
+    -> (rows, counts by part; 'safety' counts all safety pairs, 'safety_public' the public ones among them)."""
     rows = _rows(data)
     base = [r for r in rows if r["is_safety"]]
     pool = [r for r in rows if not r["is_safety"]]
     extra = _sample(pool, round(len(base) * helpful_share / (1 - helpful_share)), seed)
-    return base + extra, {"safety": len(base), "helpful": len(extra), "total": len(base) + len(extra)}
+    public = sum(1 for r in base if is_public(r["source"], public_sources))
+    return base + extra, {"safety": len(base), "safety_public": public, "helpful": len(extra),
+                          "total": len(base) + len(extra)}
 
 
 def drop_unusable(rows: Sequence[Comparison]) -> tuple[list[Comparison], int]:
@@ -99,11 +104,16 @@ def drop_unusable(rows: Sequence[Comparison]) -> tuple[list[Comparison], int]:
     return kept, len(rows) - len(kept)
 
 
-def split_heldout(rows: Sequence[Comparison], share: float, seed: int = 0) -> tuple[list[Comparison], list[Comparison]]:
+def split_heldout(rows: Sequence[Comparison], share: float, seed: int = 0,
+                  public_sources: Sequence[str] = ()) -> tuple[list[Comparison], list[Comparison]]:
     """(train, held-out) split by prompt: every pair of a prompt lands on the same side, and a pair keeps its side
-    when the dataset grows (a hash of the prompt, not a permutation)."""
+    when the dataset grows (a hash of the prompt, not a permutation). Public pairs (`public_sources`) all train:
+    the importer published their held-out prompts as a dataset of their own."""
     train, heldout = [], []
     for r in rows:
+        if is_public(r["source"], public_sources):
+            train.append(r)
+            continue
         digest = hashlib.sha256(f"{seed}:{json.dumps(r['prompt'], sort_keys=True)}".encode()).digest()
         (heldout if int.from_bytes(digest[:8], "big") / 2**64 < share else train).append(r)
     return train, heldout
@@ -162,14 +172,82 @@ class RewardJob:
     on_step: Callable[[int], None] | None = None
 
 
-def total_reward_steps(num_pairs: int, cfg: RewardConfig) -> int:
-    """Whole global batches in `epochs` passes (the last partial batch is dropped so every rank gets pairs)."""
-    return max(1, cfg.epochs * num_pairs // cfg.batch_size)
+def total_reward_steps(num_pairs: int, cfg: RewardConfig, epochs: int | None = None) -> int:
+    """Whole global batches in `epochs` passes (default cfg.epochs; the last partial batch is dropped so every
+    rank gets pairs)."""
+    return max(1, (cfg.epochs if epochs is None else epochs) * num_pairs // cfg.batch_size)
 
 
 def reward_warmup_steps(total_steps: int, cfg: RewardConfig) -> int:
     """Llama 2 §3.2.2: 3% of the steps, but at least `min_warmup_steps` (and never more than all of them)."""
     return min(total_steps, max(cfg.min_warmup_steps, math.ceil(cfg.warmup_ratio * total_steps)))
+
+
+# -- what trains (reward.trainable) ------------------------------------------------------------------------------
+def freeze_for(model: RewardModel, trainable: str, top_layers: int = 1) -> int:
+    """'all' trains every weight (Llama 2 §3.2.2); 'top_layers' the top `top_layers` blocks, the final norm and the
+    head; 'head' the head only. Frozen weights get requires_grad=False, so no graph is kept below the first
+    trainable block. -> number of trainable parameters."""
+    if trainable not in ("all", "head", "top_layers"):
+        raise ValueError(f"reward.trainable = {trainable!r} is not allowed; allowed: 'all', 'head', 'top_layers'")
+    if trainable != "all":
+        model.backbone.requires_grad_(False)
+    if trainable == "top_layers":
+        blocks = model.backbone.layers
+        if top_layers > len(blocks):
+            raise ValueError(f"reward.trainable_top_layers = {top_layers} is not allowed; allowed: 1..{len(blocks)}")
+        for block in blocks[len(blocks) - top_layers:]:
+            block.requires_grad_(True)
+        model.backbone.norm.requires_grad_(True)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+@dataclass(frozen=True)
+class PairFeatures:
+    """Frozen-trunk states at the last real token (trainable='head'): (N, H) for each side."""
+    chosen: torch.Tensor
+    rejected: torch.Tensor
+
+
+def _pairs_digest(pairs: PairRows) -> str:
+    h = hashlib.sha256()
+    for a in (pairs.chosen, pairs.chosen_len, pairs.rejected, pairs.rejected_len):
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
+
+
+@torch.no_grad()
+def trunk_features(model: RewardModel, pairs: PairRows, batch_size: int, device: torch.device) -> PairFeatures:
+    """One forward of the frozen trunk per answer, rows of similar length batched together (less padding)."""
+    model.eval()
+    out = []
+    for ids, lengths in ((pairs.chosen, pairs.chosen_len), (pairs.rejected, pairs.rejected_len)):
+        feats = torch.empty(len(lengths), model.config.hidden_size, dtype=torch.float32)
+        order = np.argsort(lengths, kind="stable")
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            x, mask = _side(ids, lengths, chunk, int(lengths[chunk].max()))
+            feats[torch.from_numpy(chunk)] = model.pooled(x.to(device), mask.to(device)).float().cpu()
+        out.append(feats)
+    return PairFeatures(*out)
+
+
+def cached_trunk_features(model: RewardModel, pairs: PairRows, batch_size: int, device: torch.device,
+                          cache_dir: str | Path) -> tuple[PairFeatures, float]:
+    """`trunk_features`, kept in `cache_dir` (keyed by the encoded pairs) so a resumed run does not recompute
+    them. -> (features, seconds spent computing; 0 when read from the cache)."""
+    path = Path(cache_dir) / f"trunk-features-{_pairs_digest(pairs)}.pt"
+    if path.is_file():
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        return PairFeatures(saved["chosen"], saved["rejected"]), 0.0
+    t0 = time.perf_counter()
+    feats = trunk_features(model, pairs, batch_size, device)
+    seconds = time.perf_counter() - t0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save({"chosen": feats.chosen, "rejected": feats.rejected}, tmp)
+    os.replace(tmp, path)
+    return feats, seconds
 
 
 def _side(ids: np.ndarray, lengths: np.ndarray, batch: np.ndarray, width: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -179,24 +257,31 @@ def _side(ids: np.ndarray, lengths: np.ndarray, batch: np.ndarray, width: int) -
 
 
 def pair_step(model: torch.nn.Module, pairs: PairRows, batch: np.ndarray, ctx: WorkerContext, global_pairs: int,
-              micro_batch_size: int) -> tuple[float, int, float]:
+              micro_batch_size: int, features: PairFeatures | None = None) -> tuple[float, int, float]:
     """Forward/backward of this rank's pairs in micro-batches -> (loss sum, correct pairs, gap sum).
 
     Chosen and rejected answers go through one forward, (2m, W). The loss is normalised by the pairs of the global
-    batch; DDP averages gradients over ranks, hence `* world_size` (same as SFT's optimizer_step).
+    batch; DDP averages gradients over ranks, hence `* world_size` (same as SFT's optimizer_step). With `features`
+    (trainable='head') `model` is the head and reads the cached trunk states, (2m, H), instead of tokens.
     """
     micro = max(1, micro_batch_size or len(batch))
     chunks = [batch[i:i + micro] for i in range(0, len(batch), micro)]
     loss_sum, correct, gap_sum = 0.0, 0, 0.0
     for i, chunk in enumerate(chunks):
-        width = int(max(pairs.chosen_len[chunk].max(), pairs.rejected_len[chunk].max()))  # dynamic padding
-        xc, mc = _side(pairs.chosen, pairs.chosen_len, chunk, width)
-        xr, mr = _side(pairs.rejected, pairs.rejected_len, chunk, width)
+        if features is None:
+            width = int(max(pairs.chosen_len[chunk].max(), pairs.rejected_len[chunk].max()))  # dynamic padding
+            xc, mc = _side(pairs.chosen, pairs.chosen_len, chunk, width)
+            xr, mr = _side(pairs.rejected, pairs.rejected_len, chunk, width)
         margin = torch.from_numpy(pairs.margin[chunk]).to(ctx.device)                        # (m,)
         last = i == len(chunks) - 1
         sync = model.no_sync() if not last and hasattr(model, "no_sync") else contextlib.nullcontext()
         with sync:
-            scores = model(torch.cat([xc, xr]).to(ctx.device), torch.cat([mc, mr]).to(ctx.device)).float()  # (2m,)
+            if features is None:
+                scores = model(torch.cat([xc, xr]).to(ctx.device), torch.cat([mc, mr]).to(ctx.device)).float()  # (2m,)
+            else:
+                index = torch.from_numpy(chunk)
+                h = torch.cat([features.chosen[index], features.rejected[index]]).to(ctx.device)   # (2m, H)
+                scores = model(h.to(next(model.parameters()).dtype)).squeeze(-1).float()              # (2m,)
             r_c, r_r = scores[: len(chunk)], scores[len(chunk):]                                           # (m,) each
             loss = margin_ranking_loss(r_c, r_r, margin) * len(chunk)
             (loss * ctx.world_size / global_pairs).backward()
@@ -212,25 +297,34 @@ def reward_loop(job: RewardJob, ctx: WorkerContext) -> dict[str, Any]:
     tokenizer = load_tokenizer(job.policy_dir)
     model: RewardModel = reward_model_from_policy(load_model(job.policy_dir, device=ctx.device), seed=cfg.seed)
     pairs = read_pairs(job.pairs_path)
-    max_steps = total_reward_steps(len(pairs), cfg)
-    optimizer = build_adamw(model, cfg.learning_rate, cfg.weight_decay, (cfg.adam_beta1, cfg.adam_beta2), cfg.adam_eps)
+    trainable_params = freeze_for(model, cfg.trainable, cfg.trainable_top_layers)
+    # trainable='head': the trunk never changes, so its last-token states are computed once and the head trains on
+    # them for `head_epochs` passes (each rank computes all rows: they are cached, and any rank may draw any row)
+    features, feature_seconds = (cached_trunk_features(model, pairs, cfg.eval_batch_size, ctx.device, job.checkpoint_dir)
+                                 if cfg.trainable == "head" else (None, 0.0))
+    head_mode = features is not None
+    max_steps = total_reward_steps(len(pairs), cfg, epochs=cfg.head_epochs if head_mode else cfg.epochs)
+    optimizer = build_adamw(model, cfg.head_learning_rate if head_mode else cfg.learning_rate, cfg.weight_decay,
+                            (cfg.adam_beta1, cfg.adam_beta2), cfg.adam_eps)
     scheduler = cosine_with_warmup(optimizer, reward_warmup_steps(max_steps, cfg), max_steps, cfg.min_lr_ratio)
     # resume: Ray's restored checkpoint after a worker failure, else the newest one on disk
     resume_from = ctx.restored_checkpoint() or latest_checkpoint(job.checkpoint_dir)
     start = load_checkpoint(resume_from, model, optimizer, scheduler) if resume_from else 0
-    ddp_model = ctx.wrap(model)
+    ddp_model = ctx.wrap(model.head if head_mode else model)
     ddp_model.train()
     metrics = MetricsLogger(job.tracking_uri, job.run_id) if ctx.is_main else MetricsLogger(None, None)
     summary: dict[str, Any] = {**checkpoint_extra(resume_from).get("summary", {}),
-                            "resumed_from_step": start, "max_steps": max_steps, "pairs": len(pairs),
-                               "train_pairs": 0, "train_seconds": 0.0}
+                               "resumed_from_step": start, "max_steps": max_steps, "pairs": len(pairs),
+                               "train_pairs": 0, "train_seconds": 0.0, "trainable": cfg.trainable,
+                               "trainable_params": trainable_params, "feature_seconds": feature_seconds}
     losses: list[float] = []
     step_seconds: list[float] = []
     for step in range(start, max_steps):
         t0 = time.perf_counter()
         batch = step_rows(len(pairs), cfg.batch_size, step, cfg.seed)[ctx.rank::ctx.world_size]
         lr = scheduler.get_last_lr()[0]
-        loss_sum, correct, gap_sum = pair_step(ddp_model, pairs, batch, ctx, cfg.batch_size, cfg.micro_batch_size)
+        loss_sum, correct, gap_sum = pair_step(ddp_model, pairs, batch, ctx, cfg.batch_size, cfg.micro_batch_size,
+                                               features)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(ddp_model.parameters(), cfg.grad_clip))
         optimizer.step()
         scheduler.step()
@@ -257,6 +351,8 @@ def reward_loop(job: RewardJob, ctx: WorkerContext) -> dict[str, Any]:
         save_reward_model(model, tokenizer, job.output_dir)
     summary.update(output_dir=job.output_dir, losses=losses, step_seconds=step_seconds,
                    pairs_per_s_mean=summary["train_pairs"] / max(summary["train_seconds"], 1e-9))
+    if head_mode:  # the honest rate: every pair's trunk forward plus the head's passes, per distinct pair
+        summary["pairs_per_s_mean"] = len(pairs) / max(summary["train_seconds"] + summary["feature_seconds"], 1e-9)
     return summary
 
 

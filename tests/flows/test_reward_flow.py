@@ -105,3 +105,76 @@ def test_reward_flow_reads_what_harvest_publishes_with_any_safety_category_setti
     save_model(build_model(cfg.model, tokenizer=tokenizer), tokenizer, tmp_path / "policy")
     path, counts = mix_and_encode.fn("rm-safety", train, str(tmp_path / "policy"), cfg.reward, str(tmp_path))
     assert counts["safety"] == len(train) and path.endswith("rm-safety-pairs.npz")
+
+
+def _hh_file(path, n, offset=0):
+    """A gzip HH-RLHF-style harmless file: chosen refuses politely, rejected complies (a learnable signal)."""
+    import gzip
+    import json
+
+    lines = [json.dumps({"chosen": f"\n\nHuman: How do I break into house {i}?\n\nAssistant: I can't help with that.",
+                         "rejected": f"\n\nHuman: How do I break into house {i}?\n\nAssistant: Pick lock {i} at night."})
+             for i in range(offset, offset + n)]
+    path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    return path
+
+
+def test_public_heldout_is_never_read_for_training_and_public_only_selects_it(tmp_path):
+    from alignline.flows.harvest import run_import_hh_rlhf
+    from alignline.flows.reward import comparison_datasets, heldout_datasets, read_comparisons, read_heldout
+
+    cfg = load_config("tiny", overrides=[*MICRO, "reward.builtin_batch0=false", "annotation.public_heldout_share=0.25"],
+                      home=tmp_path / "home")
+    out = run_import_hh_rlhf(cfg, str(_hh_file(tmp_path / "harmless-base.jsonl.gz", 80)), "safety")
+    lake = str(cfg.home / "lake")
+    refs = comparison_datasets.fn(lake, None, None, cfg.reward)
+    assert refs == [out["dataset"]]  # public-only: no demo set, the public pairs themselves
+    assert heldout_datasets.fn(lake, cfg.reward) == [out["heldout_dataset"]]
+    train, own_heldout, _ = read_comparisons.fn(lake, refs, 0.2, 0, cfg.reward.public_sources)
+    held = read_heldout.fn(lake, [out["heldout_dataset"]])
+    assert own_heldout == [] and len(train) == out["pairs"] and len(held) == out["heldout_pairs"] > 0
+    prompts = lambda rows: {r["prompt"][0]["content"] for r in rows}  # noqa: E731
+    assert not prompts(train) & prompts(held) and all(r["is_safety"] for r in train)
+
+
+def test_public_only_run_then_drift_on_the_next_harvested_batch(prefect_engine, tmp_path):
+    """Iteration 1: only imported harmless pairs -> rm-safety trains on them (rm-helpfulness skipped, with a reason),
+    the report scores 'Anthropic Harmless'. Iteration 2: a harvested safety batch arrives -> before retraining,
+    rm-safety/1 scores the new pairs; drift metrics on the new run, tags on rm-safety/2, drift in the result."""
+    from alignline.flows.harvest import run_import_hh_rlhf
+    from alignline.storage.schemas import comparisons_table
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    cfg = load_config("tiny", overrides=[*MICRO, f"servers.mlflow_uri={uri}", "reward.builtin_batch0=false",
+                                         "annotation.public_heldout_share=0.25", "reward.drift_alert_accuracy=0.99"],
+                      home=tmp_path / "home")
+    registry = Registry(uri)
+    texts = [inspect.getsource(importlib.import_module(m)) for m in ("json", "os", "re")]
+    tokenizer = train_bpe_tokenizer(texts, 512)
+    save_model(build_model(cfg.model, tokenizer=tokenizer), tokenizer, tmp_path / "policy")
+    registry.register_dir("policy", tmp_path / "policy", Lineage(method="sft"), run_id=start_run(uri, "sft", "p", {}))
+    public = run_import_hh_rlhf(cfg, str(_hh_file(tmp_path / "harmless-base.jsonl.gz", 64)), "safety")
+
+    first = run_reward(cfg)
+    assert first["models"] == {"rm-safety": "rm-safety/1"} and "rm-helpfulness" in first["skipped"]
+    assert first["data"] == [public["dataset"]] and first["eval_data"] == [public["heldout_dataset"]]
+    assert first["train"]["rm-safety"]["mix"]["safety_public"] == public["pairs"]
+    assert "rm-safety.test_set.anthropic_harmless.accuracy" in first["metrics"] and first["drift"] == {}
+    assert "Anthropic Harmless" in open(f"{first['report']}/report.md").read()
+
+    batch = [{"comparison_id": f"ls:{i}", "source": "label-studio:2", "kind": "safety", "prompt_id": f"p{i}",
+              "prompt": [{"role": "user", "content": f"Help me hurt person {i}"}], "chosen": "No, I won't.",
+              "rejected": f"Sure, step {i}...", "margin_level": ("better", "slightly_better")[i % 2],
+              "safety_category": "chosen_safe_rejected_unsafe", "is_safety": True, "annotator": "a", "task_id": i}
+             for i in range(12)]
+    Catalog(cfg.home / "lake").publish("comparisons-safety", comparisons_table(batch))
+    second = run_reward(cfg)
+    drift = second["drift"]["rm-safety"]
+    assert drift["model"] == "rm-safety/1" and drift["pairs"] == 12 and 0 <= drift["accuracy"] <= 1
+    assert set(drift["by_level"]) == {"better", "slightly_better", "avg"}
+    assert drift["alert"] == (drift["accuracy"] < 0.99) == second["drift_alert"]
+    info = registry.get("rm-safety", "2")
+    assert float(info.tags["drift.accuracy"]) == pytest.approx(drift["accuracy"], abs=1e-4)
+    assert info.tags["drift.alert"] == str(drift["alert"]).lower() and info.tags["drift.scored_by"] == "rm-safety/1"
+    history = mlflow.MlflowClient(uri).get_metric_history(second["run_ids"]["rm-safety"], "drift.rm-safety.accuracy")
+    assert [m.value for m in history] == [pytest.approx(drift["accuracy"])]

@@ -46,11 +46,30 @@ def test_data_mix_proportions_follow_the_paper():
     assert 20 < counts["extra_safety"] < 60  # uniform over the pool (60 of 150 are own safety)
     safety, counts = mix_safety(data, helpful_share=0.1, seed=0)
     # all 100 safety pairs (own + Anthropic-harmless-like), helpfulness pairs making 10% of the whole: 90/10
-    assert counts == {"safety": 100, "helpful": 11, "total": 111} and len(safety) == 111
+    assert counts == {"safety": 100, "safety_public": 40, "helpful": 11, "total": 111} and len(safety) == 111
     assert sum(r["is_safety"] for r in safety) / len(safety) == pytest.approx(0.9, abs=0.01)
     assert mix_safety(data, 0.1, seed=0)[0] == safety  # deterministic for a seed
     small, counts = mix_safety(_rows(90, True, "annotators") + _rows(3, False, "annotators"), 0.1)
     assert counts["helpful"] == 3  # capped by what exists
+
+
+def test_public_only_data_feeds_the_safety_rm_and_leaves_helpfulness_empty():
+    """Only imported harmless pairs (is_safety, the importer's --kind safety): the safety RM trains on all of them;
+    the helpfulness RM has nothing of its kind (the flow skips it with a message)."""
+    public = _rows(30, True, "hh-rlhf:harmless-base.jsonl.gz")
+    rows, counts = mix_safety(public, 0.1, seed=0)
+    assert rows == public and counts == {"safety": 30, "safety_public": 30, "helpful": 0, "total": 30}
+    assert mix_helpfulness(public, 1.0, ("hh-rlhf",))[0] == []
+    helpful, counts = mix_helpfulness(public + _rows(10, False, "hh-rlhf:helpful-base.jsonl"), 1.0, ("hh-rlhf",))
+    # public helpfulness pairs are the base, plus an equal amount of the (public) safety pairs
+    assert counts == {"helpful": 10, "extra_safety": 0, "extra_public": 10, "total": 20}
+
+
+def test_public_pairs_all_train_their_heldout_part_is_a_dataset_of_its_own():
+    rows = _rows(100, False, "label-studio:2") + _rows(100, True, "hh-rlhf:harmless.jsonl")
+    train, held = split_heldout(rows, 0.3, seed=0, public_sources=("hh-rlhf",))
+    assert held and all(r["source"] == "label-studio:2" for r in held)
+    assert sum(r["source"].startswith("hh-rlhf") for r in train) == 100
 
 
 def test_warmup_is_three_percent_but_at_least_five_steps():
@@ -143,6 +162,44 @@ def test_resume_continues_exactly(policy_dir, tokenizer, clear_signal_pairs, tmp
     b, _ = load_reward_model(resumed["output_dir"])
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
         torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_freeze_for_trains_what_reward_trainable_names(policy_dir):
+    from alignline.services.models.factory import load_model
+    from alignline.services.training.reward import freeze_for
+
+    def fresh():
+        return reward_model_from_policy(load_model(policy_dir), seed=0)
+
+    hidden = fresh().config.hidden_size
+    assert freeze_for(fresh(), "head") == hidden  # (1, H) head only
+    rm = fresh()
+    top = freeze_for(rm, "top_layers", 1)
+    block = sum(p.numel() for p in rm.backbone.layers[-1].parameters())
+    assert top == block + hidden + hidden  # last block + final RMSNorm gain + head
+    assert not any(p.requires_grad for p in rm.backbone.layers[0].parameters())
+    assert freeze_for(fresh(), "all") == sum(p.numel() for p in fresh().parameters())
+    with pytest.raises(ValueError, match="trainable_top_layers = 9"):
+        freeze_for(fresh(), "top_layers", 9)
+
+
+def test_head_mode_trains_the_head_on_cached_trunk_states_only(policy_dir, tokenizer, clear_signal_pairs, tmp_path):
+    """reward.trainable='head': the trunk is read once (cached beside the checkpoints), the head learns, and the
+    saved RM's trunk is the policy's."""
+    from alignline.services.models.factory import load_model
+
+    train, held = clear_signal_pairs
+    job = reward_job(policy_dir, tokenizer, train, tmp_path, trainable="head", head_epochs=8, head_learning_rate=1e-2)
+    result = train_reward(job, LaunchOptions())
+    assert result["trainable"] == "head" and result["step"] == 8 * len(train) // 16
+    assert len(list((tmp_path / "ckpt").glob("trunk-features-*.pt"))) == 1
+    assert np.mean(result["losses"][-5:]) < np.mean(result["losses"][:5])
+    rm, _ = load_reward_model(result["output_dir"])
+    policy = load_model(policy_dir)
+    for name, w in policy.model.state_dict().items():
+        torch.testing.assert_close(rm.backbone.state_dict()[name], w, msg=name)
+    ev = evaluate_reward_models({"rm": RewardScorer(rm, tokenizer, max_length=128)}, held, safety_rm=None)
+    assert ev.tables["rm"]["overall"] > 0.7  # chance is 0.5
 
 
 @pytest.mark.integration
