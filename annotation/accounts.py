@@ -49,7 +49,7 @@ def _admin(url: str, admin_token: str) -> tuple[requests.Session, int]:
 
 
 def members(url: str, admin_token: str) -> list[dict[str, Any]]:
-    """The organization's members: id, email, name, and whether their membership is active."""
+    """The organization's active members (Label Studio leaves removed ones out): id, email, name."""
     session, org = _admin(url, admin_token)
     out, page = [], 1
     while True:
@@ -61,8 +61,8 @@ def members(url: str, admin_token: str) -> list[dict[str, Any]]:
         for m in rows:
             user = m.get("user") or {}
             name = " ".join(p for p in (user.get("first_name"), user.get("last_name")) if p)
-            out.append({"id": user.get("id"), "email": user.get("email"), "name": name,
-                        "active": m.get("deleted_at") is None})
+            if m.get("deleted_at") is None:
+                out.append({"id": user.get("id"), "email": user.get("email"), "name": name})
         if not isinstance(body, dict) or not body.get("next"):
             return out
         page += 1
@@ -88,7 +88,7 @@ def add_annotator(url: str, admin_token: str, email: str, name: str = "") -> dic
 
 def remove_annotator(url: str, admin_token: str, email: str) -> int:
     """End the person's membership (their annotations stay, attributed to them); returns their user id."""
-    found = [m for m in members(url, admin_token) if m["email"] == email and m["active"]]
+    found = [m for m in members(url, admin_token) if m["email"] == email]
     if not found:
         raise AccountError(f"{email} is not an active member (`alignline annotators list`)")
     session, org = _admin(url, admin_token)

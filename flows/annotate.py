@@ -78,8 +78,7 @@ def run_annotators(cfg: RunConfig, action: str, email: str | None = None, name: 
     url, home = RunContext(cfg).label_studio_url, cfg.home
     admin = label_studio_token(home)
     if action == "list":
-        return {m["email"]: f"id {m['id']}, {m['name'] or '-'}, {'active' if m['active'] else 'removed'}"
-                for m in members(url, admin)}
+        return {m["email"]: f"id {m['id']}, {m['name'] or '-'}" for m in members(url, admin)}
     if not email:
         raise ValueError(f"annotators {action} needs an e-mail address")
     if action == "add":

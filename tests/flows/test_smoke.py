@@ -31,7 +31,8 @@ def test_cli_status_reports_four_healthy(servers, capsys, monkeypatch):
                                    "servers.ray_min_worker_port=30000", "servers.ray_max_worker_port=30999")]
     assert main(["status", *args]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 4 and all("healthy" in line for line in lines)
+    assert [line.split()[0] for line in lines[:4]] == ["label-studio", "mlflow", "prefect", "ray"]
+    assert all(" healthy " in line for line in lines[:4]) and lines[4] == ""  # then datasets, models, iterations
 
 
 def test_cli_config_error_is_one_clear_line(capsys):
