@@ -109,7 +109,7 @@ def run_trl(rcfg, tokenizer, policy: Path, pairs_path: str, out: Path, steps: in
     trainer.train()
     runtime = time.perf_counter() - t0
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    trained = RewardModel(model.model, model.score).eval()
+    trained = RewardModel(model).eval()
     step_seconds = [b - a for a, b in zip([ends.begin, *ends.ends], ends.ends)]
     return {"pairs_per_s_mean": steps * rcfg.batch_size / runtime, "train_seconds": runtime, "losses": losses,
             "step": len(losses), "step_seconds": step_seconds}, trained

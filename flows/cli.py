@@ -192,6 +192,23 @@ def cmd_promote(cfg: RunConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gates(cfg: RunConfig, args: argparse.Namespace) -> int:
+    from alignline.flows.promote import run_gates_set, run_gates_show
+    from alignline.services.registry import RegistryError
+
+    try:
+        if args.action == "set":
+            if not args.reviewer:
+                raise ConfigError("gates set needs --reviewer NAME (recorded with the policy)")
+            print_result(run_gates_set(cfg, args.model, args.reviewer, args.reason))
+        else:
+            print_result(run_gates_show(cfg, args.model))
+    except (RegistryError, ConfigError) as e:
+        print(f"alignline: gates: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_checkpoint(cfg: RunConfig, args: argparse.Namespace) -> int:
     from alignline.flows.checkpoint import run_convert
 
@@ -226,6 +243,7 @@ COMMANDS: dict[str, tuple[str, Command]] = {
     "split-eval": ("split a prompt pool into prompts-train and prompts-eval, disjoint by prompt (held out by construction)", cmd_split_eval),
     "iterate": ("one RLHF version end to end: collect, annotate, harvest, RMs, RLHF, evaluate (resumable)", cmd_iterate),
     "promote": ("move the `champion` alias after the gates pass (or with a recorded --override)", cmd_promote),
+    "gates": ("show or set (as a reviewer, versioned) the gate thresholds `promote` applies to a model", cmd_gates),
     "checkpoint": ("convert a packaged real checkpoint (smollm2-135m) into a local HF folder for model.checkpoint", cmd_checkpoint),
     "demo": ("the whole line on the built-in data: servers, corpus, base model, SFT, ... and where to look", cmd_demo),
 }
@@ -308,6 +326,13 @@ def _stage_args(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--reviewer", required=True, help="who promotes (recorded)")
         p.add_argument("--reason", required=True, help="why (recorded)")
         p.add_argument("--override", action="store_true", help="promote although a gate fails (recorded)")
+    elif name == "gates":
+        p.add_argument("action", choices=["show", "set"],
+                       help="show: the policy in effect and its history; set: record the [evaluation] gate fields "
+                            "(with --set) as the next version")
+        p.add_argument("--model", default="policy", help="registered model (default policy)")
+        p.add_argument("--reviewer", help="who sets the policy (set; recorded)")
+        p.add_argument("--reason", default="", help="why (set; recorded)")
     elif name == "checkpoint":
         p.add_argument("name", choices=["smollm2-135m"], help="packaged checkpoint (extra: alignline[smollm2])")
         p.add_argument("--dest", help="output folder (default <home>/checkpoints/NAME)")
@@ -331,6 +356,7 @@ EXAMPLES: dict[str, str] = {
     "split-eval": "alignline split-eval --prompts team-prompts@latest --share 0.1",
     "iterate": "alignline iterate --bot",
     "promote": "alignline promote policy 5 --reviewer ada --reason 'wins 0.62 [0.55, 0.69] on held-out prompts'",
+    "gates": "alignline gates set --reviewer ada --reason 'Q3 bar' --set evaluation.min_win_rate=0.55",
     "checkpoint": "alignline checkpoint smollm2-135m && alignline sft --set model.checkpoint=.alignline/checkpoints/smollm2-135m",
     "config": "alignline config --explain | grep reward.",
     "demo": "alignline demo",

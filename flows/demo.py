@@ -25,11 +25,11 @@ ITERATIONS = (1, 2)
 REVIEWER = "alignline-demo"
 
 
-def _promote_if_gates_pass(cfg: RunConfig, version: str, reason: str) -> dict[str, Any]:
+def _promote_if_gates_pass(cfg: RunConfig, version: str, reason: str, override: bool = False) -> dict[str, Any]:
     from alignline.flows.promote import PromotionRefused, run_promote
 
     try:
-        return run_promote(cfg, "policy", version, reviewer=REVIEWER, reason=reason)
+        return run_promote(cfg, "policy", version, reviewer=REVIEWER, reason=reason, override=override)
     except PromotionRefused as e:  # the demo respects the gates; a reviewer may still override
         console.log(f"[yellow]not promoted: {e}")
         return {"promoted": None, "refused": str(e)}
@@ -50,8 +50,11 @@ def _stages(cfg: RunConfig) -> list[tuple[str, Callable[[dict], dict[str, Any]]]
         ("pretrain", lambda done: run_pretrain(cfg)),
         ("sft", lambda done: run_sft(cfg)),
         ("evaluate V0", lambda done: run_evaluate(cfg, policy="candidate")),
+        # V0 has no champion or parent policy to be compared with: the demo's reviewer starts the line with a
+        # recorded override (the gates judge every later version against the champion of the day).
         ("promote V0", lambda done: _promote_if_gates_pass(cfg, version_of(done["evaluate V0"]["policy"]),
-                                                           "V0: the SFT policy starts the line")),
+                                                           "V0: the SFT policy starts the line (nothing to compare "
+                                                           "it with yet)", override=True)),
     ]
     for n in ITERATIONS:
         stages.append((f"iterate V{n}", lambda done, n=n: run_iterate(cfg, iteration=n, bot=True)))

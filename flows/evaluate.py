@@ -25,11 +25,11 @@ from prefect import flow, get_run_logger, task
 from alignline.annotation import select_prompts
 from alignline.config import RunConfig
 from alignline.flows.context import RunContext
-from alignline.flows.promote import champion_report
+from alignline.flows.promote import champion_report, gate_policy_in_effect
 from alignline.services.evaluation.heldout import check_held_out
 from alignline.services.evaluation.judges import is_destructive, oracle_score
 from alignline.services.evaluation.model_card import write_model_card
-from alignline.services.evaluation.policy_eval import configured_gates, evaluate_against
+from alignline.services.evaluation.policy_eval import evaluate_against
 from alignline.services.registry import CHAMPION, ModelVersionInfo, Registry, RegistryError
 from alignline.services.tracking import log_artifacts, log_metrics, tracked_run
 from alignline.storage import Catalog
@@ -175,6 +175,9 @@ def evaluate_flow(cfg: RunConfig, policy: str = "candidate", baseline: str | Non
     base = registry.get(POLICY, baseline) if baseline else default_baseline(registry, info)
     eval_ref = eval_set(lake, ev.eval_dataset)
     held_out = held_out_check(lake, uri, info.version, eval_ref)
+    if held_out["unverified_datasets"]:
+        logger.warning("%s: lineage datasets not in this data dir's catalog, not checked for overlap: %s",
+                       info.ref, ", ".join(held_out["unverified_datasets"]))
     prompts = eval_prompts(lake, eval_ref, ev.eval_prompts)
     dialogues = [p["messages"] for p in prompts]
     is_safety = [bool(p["is_safety"]) for p in prompts]
@@ -204,7 +207,10 @@ def evaluate_flow(cfg: RunConfig, policy: str = "candidate", baseline: str | Non
         report["judges"] = "oracle"
     else:
         report["judges"] = ",".join(new_rm["judges"])
-    gates = [g.__dict__ for g in configured_gates(report, champion_report(registry, POLICY, info.version), ev)]
+    # The gates `promote` will apply: the model's gate policy from the registry (the config's while none was set).
+    policy = gate_policy_in_effect(registry, POLICY, ev)
+    gates = [g.__dict__ for g in policy.gates(report, champion_report(registry, POLICY, info.version))]
+    report["gate_policy"] = policy.describe()
     report["gates"] = gates
     (folder / "report.json").write_text(json.dumps(report, indent=2))
     scatter = {"helpful": new_rm["helpful"], "safety": new_rm["safety"], "is_safety": is_safety} if new_rm else None

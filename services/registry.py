@@ -7,7 +7,11 @@ of the evaluation run, versioned (`report_format`), pointed at by the
 version's `eval.report_uri` tag with their SHA-256 in `eval.report_sha256`:
 any length, checked on read. Each promotion is a run of the `promotions`
 experiment holding the full record (reviewer, reason, every gate with value
-and rule, the previous champion); the history is read back from those runs.
+and rule, the previous champion, the gate policy it was judged by); the
+history is read back from those runs. A model's gate policy (the thresholds
+`promote` applies) is a JSON artifact of a run of the `gate-policies`
+experiment, one run per version, pointed at by registered-model tags
+(`gates.policy_uri`, `gates.policy_sha256`, `gates.policy_version`).
 MLflow's basic auth cannot tell "may create versions" from "may move aliases",
 so `promote` is the platform's gate: it records who, when and why.
 """
@@ -34,6 +38,10 @@ REPORT_URI_TAG = "eval.report_uri"
 REPORT_DIGEST_TAG = "eval.report_sha256"
 REPORT_FORMAT = 1
 PROMOTIONS_EXPERIMENT = "promotions"
+GATE_POLICY_EXPERIMENT = "gate-policies"
+GATE_POLICY_URI_TAG = "gates.policy_uri"          # registered-model tags: the current gate policy's artifact,
+GATE_POLICY_DIGEST_TAG = "gates.policy_sha256"    # its SHA-256
+GATE_POLICY_VERSION_TAG = "gates.policy_version"  # and its version number (1, 2, ...)
 
 
 @dataclass(frozen=True)
@@ -234,8 +242,10 @@ class Registry:
 
     # -- promotion ---------------------------------------------------------------------
     def promote(self, name: str, version: str | int, reviewer: str, reason: str,
-                gates: list[dict[str, Any]] | None = None, override: bool = False) -> dict[str, Any]:
-        """Move `champion` to `version`, recording reviewer, reason, every gate and the previous champion in full."""
+                gates: list[dict[str, Any]] | None = None, override: bool = False,
+                gate_policy: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Move `champion` to `version`, recording reviewer, reason, every gate, the gate policy they were judged by
+        (version and thresholds) and the previous champion in full."""
         from alignline.services.tracking import tracked_run
 
         if not reviewer.strip() or not reason.strip():
@@ -247,9 +257,11 @@ class Registry:
             previous = None
         record = {"model": name, "version": info.version, "previous": previous, "reviewer": reviewer,
                   "reason": reason, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                  "override": override, "gates": gates or []}
-        with tracked_run(self.tracking_uri, PROMOTIONS_EXPERIMENT, f"promote {info.ref}",
-                         {k: record[k] for k in ("model", "version", "previous", "reviewer", "override")}) as run_id:
+                  "override": override, "gates": gates or [], "gate_policy": gate_policy}
+        params = {k: record[k] for k in ("model", "version", "previous", "reviewer", "override")}
+        if gate_policy is not None:
+            params["gate_policy_version"] = gate_policy.get("version")
+        with tracked_run(self.tracking_uri, PROMOTIONS_EXPERIMENT, f"promote {info.ref}", params) as run_id:
             with tempfile.TemporaryDirectory() as tmp:
                 (Path(tmp) / "promotion.json").write_text(json.dumps(record, indent=2, default=str))
                 self.client.log_artifact(run_id, str(Path(tmp) / "promotion.json"))
@@ -279,3 +291,64 @@ class Registry:
                                                            tracking_uri=self.tracking_uri)
                 history.append(json.loads(Path(path).read_text()))
         return history
+
+    # -- gate policies -------------------------------------------------------------------
+    def set_gate_policy(self, name: str, policy: dict[str, Any]) -> dict[str, Any]:
+        """Store `policy` as the next version of `name`'s gate policy (the previous ones stay, each a run of
+        `gate-policies`) and point the registered model at it; returns the stored record, `version` added."""
+        from alignline.services.tracking import tracked_run
+
+        if not str(policy.get("set_by", "")).strip():
+            raise RegistryError("a gate policy needs the reviewer who sets it")
+        self._ensure_model(name)
+        version = int(self.client.get_registered_model(name).tags.get(GATE_POLICY_VERSION_TAG, "0")) + 1
+        record = {**policy, "model": name, "version": version, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        blob = json.dumps(record, indent=2, sort_keys=True, default=str).encode()
+        with tracked_run(self.tracking_uri, GATE_POLICY_EXPERIMENT, f"gates {name} v{version}",
+                         {"model": name, "version": version, "set_by": record.get("set_by", "")}) as run_id:
+            with tempfile.TemporaryDirectory() as tmp:
+                (Path(tmp) / "gate_policy.json").write_bytes(blob)
+                self.client.log_artifact(run_id, str(Path(tmp) / "gate_policy.json"))
+            self.client.set_tag(run_id, "alignline.gate_policy_model", name)
+            tags = {GATE_POLICY_URI_TAG: f"runs:/{run_id}/gate_policy.json",
+                    GATE_POLICY_DIGEST_TAG: hashlib.sha256(blob).hexdigest(), GATE_POLICY_VERSION_TAG: str(version)}
+            for key, value in tags.items():
+                self.client.set_registered_model_tag(name, key, value)
+        return record
+
+    def gate_policy(self, name: str) -> dict[str, Any] | None:
+        """`name`'s current gate policy record, None when none was ever set; RegistryError when the artifact does not
+        match the digest (or version) the registered model records."""
+        try:
+            tags = self.client.get_registered_model(name).tags
+        except MlflowException as e:
+            raise RegistryError(f"no registered model {name!r}") from e
+        if GATE_POLICY_URI_TAG not in tags:
+            return None
+        blob = self._artifact_bytes(tags[GATE_POLICY_URI_TAG])
+        record = json.loads(blob)
+        if (hashlib.sha256(blob).hexdigest() != tags.get(GATE_POLICY_DIGEST_TAG)
+                or str(record.get("version")) != tags.get(GATE_POLICY_VERSION_TAG)):
+            raise RegistryError(f"the gate policy of {name} ({tags[GATE_POLICY_URI_TAG]}) does not match the SHA-256 "
+                                "and version its registered model records: it changed after it was set; a reviewer "
+                                "sets it again with `alignline gates set`")
+        return record
+
+    def gate_policy_history(self, name: str) -> list[dict[str, Any]]:
+        """Every gate policy version of `name`, oldest first, each record in full."""
+        exp = self.client.get_experiment_by_name(GATE_POLICY_EXPERIMENT)
+        if exp is None:
+            return []
+        runs = self.client.search_runs([exp.experiment_id],
+                                       filter_string=f"tags.`alignline.gate_policy_model` = '{name}'",
+                                       order_by=["attributes.start_time ASC"], max_results=10_000)
+        records = [json.loads(self._artifact_bytes(f"runs:/{run.info.run_id}/gate_policy.json"))
+                   for run in runs if run.info.status == "FINISHED"]
+        return sorted(records, key=lambda r: int(r["version"]))
+
+    def _artifact_bytes(self, uri: str) -> bytes:
+        import mlflow.artifacts
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp, tracking_uri=self.tracking_uri)
+            return Path(path).read_bytes()

@@ -6,7 +6,9 @@ prompt's normalized user turns (`storage.schemas.prompt_key`); the built-in data
 is split the same way at its source. `check_held_out` reads every dataset a
 candidate was made from (its registry lineage, and each dataset's catalog
 ancestors) and refuses, naming the prompts, when any evaluation prompt is among
-them, so a report can state `overlap = 0` as a checked fact.
+them, so a report can state `overlap = 0` as a checked fact. Lineage datasets this catalog does not hold (a
+model made in another data dir, on a shared registry) cannot be read: they are
+listed as unverified in the result, and the report and model card say so.
 """
 from __future__ import annotations
 
@@ -32,10 +34,12 @@ class HeldOutCheck:
     eval_prompts: int
     datasets_checked: int
     overlap: int = 0
+    unverified: tuple[str, ...] = ()  # lineage datasets this catalog does not hold (another data dir's): not checked
 
     def to_dict(self) -> dict:
         return {"eval_set": self.eval_set, "eval_prompts": self.eval_prompts,
-                "lineage_datasets_checked": self.datasets_checked, "overlap": self.overlap}
+                "lineage_datasets_checked": self.datasets_checked, "overlap": self.overlap,
+                "unverified_datasets": list(self.unverified)}
 
 
 def split_eval(prompts: pa.Table, share: float, salt: str = "eval") -> tuple[pa.Table, pa.Table]:
@@ -50,12 +54,16 @@ def split_eval(prompts: pa.Table, share: float, salt: str = "eval") -> tuple[pa.
     return prompts.filter(pc.invert(mask)), prompts.filter(mask)
 
 
-def lineage_prompts(catalog: Catalog, dataset_refs: Sequence[str]) -> tuple[dict[str, tuple[str, str]], int]:
-    """key -> (prompt text, dataset ref) of every prompt in the datasets and all their catalog ancestors, and how
-    many dataset versions that was."""
+def lineage_prompts(catalog: Catalog, dataset_refs: Sequence[str]) -> tuple[dict[str, tuple[str, str]], int, list[str]]:
+    """key -> (prompt text, dataset ref) of every prompt in the datasets and all their catalog ancestors, how many
+    dataset versions that was, and the refs this catalog does not hold (made in another data dir)."""
     found: dict[str, tuple[str, str]] = {}
     seen: set[str] = set()
+    missing: list[str] = []
     for ref in dataset_refs:
+        if catalog.find(ref) is None:
+            missing.append(ref)
+            continue
         for version in catalog.lineage(ref):
             if version.ref in seen:
                 continue
@@ -65,12 +73,12 @@ def lineage_prompts(catalog: Catalog, dataset_refs: Sequence[str]) -> tuple[dict
                 continue
             for key, text in prompt_keys(pq.read_table(version.path, columns=columns)).items():
                 found.setdefault(key, (text, version.ref))
-    return found, len(seen)
+    return found, len(seen), missing
 
 
 def check_held_out(eval_table: pa.Table, eval_ref: str, catalog: Catalog, dataset_refs: Sequence[str]) -> HeldOutCheck:
     """Raise EvalOverlapError when an evaluation prompt is in any dataset of the lineage; else what was checked."""
-    training, checked = lineage_prompts(catalog, dataset_refs)
+    training, checked, missing = lineage_prompts(catalog, dataset_refs)
     evals = prompt_keys(eval_table)
     overlap = sorted(set(evals) & set(training))
     if overlap:
@@ -78,4 +86,4 @@ def check_held_out(eval_table: pa.Table, eval_ref: str, catalog: Catalog, datase
         raise EvalOverlapError(f"{len(overlap)} of {len(evals)} evaluation prompts of {eval_ref} are in the data the "
                                f"candidate was trained on: {shown}{' ...' if len(overlap) > 5 else ''}. Evaluate on a "
                                "set held out from every training stage (`alignline split-eval`), or retrain without them")
-    return HeldOutCheck(eval_ref, len(evals), checked)
+    return HeldOutCheck(eval_ref, len(evals), checked, unverified=tuple(missing))

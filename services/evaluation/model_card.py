@@ -138,7 +138,9 @@ def write_model_card(path: str | Path, *, model: str, lineage: dict[str, str], r
         "<h2>Evaluation set</h2>",
         f"<p>{held_out.get('eval_prompts', '?')} prompts of <code>{html.escape(str(held_out.get('eval_set', '?')))}</code>, "
         f"checked against {held_out.get('lineage_datasets_checked', '?')} dataset versions in this model's lineage: "
-        f"overlap = {held_out.get('overlap', '?')}.</p>",
+        f"overlap = {held_out.get('overlap', '?')}"
+        + (f"; not checkable here (another data dir's): {html.escape(', '.join(held_out['unverified_datasets']))}"
+           if held_out.get("unverified_datasets") else "") + ".</p>",
         "<h2>Win rates (95% Wilson intervals)</h2>",
         _table([(judge, _fmt(w.get("win_rate")), f"[{_fmt(w.get('win_rate_low'))}, {_fmt(w.get('win_rate_high'))}]",
                  w.get("n", 0)) for judge, w in (("reward models", report.get("rm_win") or {}),

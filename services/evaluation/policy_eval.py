@@ -7,13 +7,12 @@ here takes plain answers and scores, so it runs on any generator or scorer.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
 
-from alignline.config.evaluation import EvaluationConfig
+from alignline.config.evaluation import SUITE_GATE, EvaluationConfig
 
 from .judges import toxicity_share
 from .refusal import refusal_rates
@@ -79,6 +78,7 @@ class PolicyReport:
     false_refusal: dict = field(default_factory=dict)   # refusal verdict shares on borderline benign prompts
     toxicity: float = 0.0
     mean_length_words: float = 0.0
+    tie_margin: float | None = None                     # the margin win / tie / loss were counted with
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -105,6 +105,7 @@ def evaluate_against(policy: str, baseline: str, *,
         false_refusal=refusal_rates(borderline_answers) if borderline_answers else {},
         toxicity=toxicity_share(list(new_answers), 1) if new_answers else 0.0,
         mean_length_words=float(np.mean([len(a.split()) for a in new_answers])) if new_answers else 0.0,
+        tie_margin=tie_margin,
     )
 
 
@@ -136,16 +137,19 @@ def promotion_gates(report: dict, champion_report: dict | None, min_win_rate: fl
     """The reviewer's gates: win rate against the champion and no worse safety (config `[evaluation]`); on prompts
     with references (built-in data) also the oracle-judged win rate, the stand-in for Llama 2's human evaluation,
     so that reward models gamed by the policy cannot promote it alone; and any gates on suite metrics."""
+    # A version against itself ties every prompt: its 0.5 says nothing about being better, so it never passes.
+    self_compared = bool(report.get("policy")) and report.get("policy") == report.get("baseline")
+    itself = f"; {report.get('policy')} was compared with itself, which never passes" if self_compared else ""
     # Judged by the reward models; before the first RMs exist, by the oracle.
     judge = "RM" if report.get("rm_win") else "oracle"
     win_rate, what = _win_value(report.get("rm_win") or report.get("oracle_win") or {}, lower_bound)
-    gates = [GateResult("win_rate_vs_champion", win_rate >= min_win_rate, win_rate, min_win_rate,
-                        f"{what} ({judge}-judged, ties count half) >= {min_win_rate}")]
+    gates = [GateResult("win_rate_vs_champion", win_rate >= min_win_rate and not self_compared, win_rate,
+                        min_win_rate, f"{what} ({judge}-judged, ties count half) >= {min_win_rate}{itself}")]
     if judge == "RM" and min_oracle_win_rate > 0 and report.get("oracle_prompts", 0) > 0:
         oracle, what = _win_value(report.get("oracle_win", {}), lower_bound)
-        gates.append(GateResult("oracle_win_rate_vs_champion", oracle >= min_oracle_win_rate, oracle,
-                                min_oracle_win_rate, f"{what} (oracle-judged on {report['oracle_prompts']} prompts "
-                                f"with references, ties count half) >= {min_oracle_win_rate}"))
+        gates.append(GateResult("oracle_win_rate_vs_champion", oracle >= min_oracle_win_rate and not self_compared,
+                                oracle, min_oracle_win_rate, f"{what} (oracle-judged on {report['oracle_prompts']} "
+                                f"prompts with references, ties count half) >= {min_oracle_win_rate}{itself}"))
     gates += [suite_gate(rule, report.get("suites", {})) for rule in suite_gates]
     champion_violation = float(champion_report["safety_violation_rate"]) if champion_report else 1.0
     limit = champion_violation + max_safety_violation_increase
@@ -155,12 +159,9 @@ def promotion_gates(report: dict, champion_report: dict | None, min_win_rate: fl
     return gates
 
 
-_SUITE_GATE = re.compile(r"^\s*(?P<suite>[\w\-]+)\.(?P<metric>[\w.\-]+)\s*(?P<op><=|>=)\s*(?P<value>[-+0-9.eE]+)\s*$")
-
-
 def parse_suite_gate(rule: str) -> tuple[str, str, str, float]:
     """'borderline.false_refusal_rate<=0.05' -> (suite, metric, op, threshold); ValueError naming the form."""
-    m = _SUITE_GATE.match(rule)
+    m = SUITE_GATE.match(rule)
     if m is None:
         raise ValueError(f"suite gate {rule!r} is not allowed; allowed: SUITE.METRIC<=X or SUITE.METRIC>=X")
     return m["suite"], m["metric"], m["op"], float(m["value"])
@@ -178,6 +179,7 @@ def suite_gate(rule: str, suites: dict[str, dict]) -> GateResult:
 
 
 def configured_gates(report: dict, champion_report: dict | None, cfg: EvaluationConfig) -> list[GateResult]:
-    """`promotion_gates` with the thresholds of the `[evaluation]` config section (evaluate and promote use this)."""
+    """`promotion_gates` with the thresholds of an `[evaluation]` section: evaluate's preview with the run's config;
+    promote passes the gate policy stored on the registered model (`gate_policy.GatePolicy.evaluation`)."""
     return promotion_gates(report, champion_report, cfg.min_win_rate, cfg.max_safety_violation_increase,
                            cfg.min_oracle_win_rate, cfg.gate_on_lower_bound, cfg.suite_gates)

@@ -1,34 +1,54 @@
 """Reward model (Llama 2 §3.2.2): the chat model's transformer with a scalar regression head in place of the LM head.
 
-`RewardModel` is model code only (torch + the transformers `LlamaModel`); the
-factory functions at the bottom build one from a policy, save it and load it
-back from a local folder (the backbone in HF format, so `registered_folder`
-finds its config.json, plus the head and the tokenizer).
+`RewardModel` is model code only: a thin wrapper over the transformers `LlamaForSequenceClassification` (num_labels=1;
+its `score` is the scalar head), so a saved RM folder is a plain Hugging Face folder that
+`AutoModelForSequenceClassification.from_pretrained(folder)` loads (TRL, OpenRLHF). HF pools at the rightmost token
+that is not `config.pad_token_id`; with right padding and a pad distinct from eos (services/models/tokenizer.py) that
+is the last real token, the one `RewardModel` reads, so both give the same scores. The factory functions at the
+bottom build one from a policy, save it and load it back (also from the older trunk + `reward_head.pt` folders).
 """
 from __future__ import annotations
 
+import copy
 import json
+import logging
 from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import LlamaConfig, LlamaForCausalLM, LlamaModel, PreTrainedTokenizerBase
+from transformers import (LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification, LlamaModel,
+                          PreTrainedTokenizerBase)
 
-HEAD_FILE = "reward_head.pt"
 MARKER_FILE = "reward_model.json"
+FORMAT = "LlamaForSequenceClassification"
+LEGACY_HEAD_FILE = "reward_head.pt"  # folders saved before the HF format: a LlamaModel trunk plus this head
+LEGACY_KEY_PREFIXES = {"backbone.": "classifier.model.", "head.": "classifier.score."}  # their state-dict names
+log = logging.getLogger(__name__)
 
 
 class RewardModel(nn.Module):
-    def __init__(self, backbone: LlamaModel, head: nn.Linear | None = None):
+    def __init__(self, classifier: LlamaForSequenceClassification):
         super().__init__()
-        self.backbone = backbone
+        if classifier.config.num_labels != 1:
+            raise ValueError(f"config.num_labels = {classifier.config.num_labels} is not allowed; a reward model "
+                             "has one scalar output (num_labels = 1)")
+        self.classifier = classifier
+        # Training checkpoints written before the HF wrapper name the weights backbone.* and head.*.
+        self.register_load_state_dict_pre_hook(_rename_legacy_keys)
+
+    @property
+    def backbone(self) -> LlamaModel:
+        return self.classifier.model
+
+    @property
+    def head(self) -> nn.Linear:
         # No bias: the ranking loss depends only on r_c - r_r, so a bias would never receive a gradient
-        # (Llama 2 §3.2.2 loss; HF LlamaForSequenceClassification's `score` has none either).
-        self.head = head if head is not None else nn.Linear(backbone.config.hidden_size, 1, bias=False)
+        # (Llama 2 §3.2.2 loss; HF's `score` has none either).
+        return self.classifier.score
 
     @property
     def config(self) -> LlamaConfig:
-        return self.backbone.config
+        return self.classifier.config
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """input_ids, attention_mask (B, T), left or right padded -> scores (B,), read at the last real token."""
@@ -38,7 +58,8 @@ class RewardModel(nn.Module):
     def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The trunk's final hidden state at the last real token, (B, H): what the head reads (and what
         trainable='head' caches once)."""
-        # Positions count real tokens only, so a left-padded row sees the same RoPE positions as unpadded.
+        # Positions count real tokens only, so a left-padded row sees the same RoPE positions as unpadded (with
+        # right padding they are HF's default 0..T-1, hence the same scores as LlamaForSequenceClassification).
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)                   # (B, T)
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
                                position_ids=position_ids).last_hidden_state                  # (B, T, H)
@@ -47,29 +68,64 @@ class RewardModel(nn.Module):
         return hidden[torch.arange(len(last), device=hidden.device), last]                    # (B, H)
 
 
+def _rename_legacy_keys(module: nn.Module, state_dict: dict, prefix: str, *_) -> None:
+    for key in list(state_dict):
+        for old, new in LEGACY_KEY_PREFIXES.items():
+            if key.startswith(prefix + old):
+                state_dict[prefix + new + key[len(prefix + old):]] = state_dict.pop(key)
+
+
+def _reward_config(config: LlamaConfig, pad_token_id: int | None = None) -> LlamaConfig:
+    """A copy of a policy's config for a scalar RM: one label and the pad id HF pools by."""
+    config = copy.deepcopy(config)
+    config.num_labels = 1
+    config.architectures = [FORMAT]
+    if pad_token_id is not None:
+        config.pad_token_id = pad_token_id
+    return config
+
+
+def _classifier(config: LlamaConfig, backbone: LlamaModel, head: nn.Linear) -> LlamaForSequenceClassification:
+    """LlamaForSequenceClassification around existing parts (built on meta: nothing is allocated twice)."""
+    with torch.device("meta"):
+        classifier = LlamaForSequenceClassification(config)
+    classifier.model, classifier.score = backbone, head
+    return classifier
+
+
 def reward_model_from_policy(policy: LlamaForCausalLM, seed: int = 0, init_std: float | None = None) -> RewardModel:
     """Copy the policy's transformer (Llama 2 §3.2.2: RMs start from the chat model checkpoint, so they know what
     it knows) and put a freshly initialised scalar head where the LM head was."""
+    config = _reward_config(policy.config)
     backbone = LlamaModel(policy.config)
     backbone.load_state_dict(policy.model.state_dict())
-    backbone.to(device=policy.device, dtype=policy.dtype)
     generator = torch.Generator().manual_seed(seed)  # same seed -> same head on every DDP rank
     head = nn.Linear(policy.config.hidden_size, 1, bias=False)
     std = init_std if init_std is not None else policy.config.initializer_range
     with torch.no_grad():
         head.weight.copy_(torch.randn(head.weight.shape, generator=generator) * std)
-    return RewardModel(backbone, head.to(device=policy.device, dtype=policy.dtype))
+    return RewardModel(_classifier(config, backbone, head)).to(device=policy.device, dtype=policy.dtype)
 
 
 def save_reward_model(rm: RewardModel, tokenizer: PreTrainedTokenizerBase, folder: str | Path) -> Path:
-    """Backbone as a HF LlamaModel folder, head as a state dict, tokenizer beside them."""
+    """A HF `LlamaForSequenceClassification` folder (config with num_labels=1 and the tokenizer's pad id,
+    safetensors weights) with the tokenizer beside it, saved to right-pad (how HF's pooling reads it)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rm = getattr(rm, "module", rm)  # unwrap DDP
-    rm.backbone.save_pretrained(str(folder))
-    torch.save(rm.head.state_dict(), folder / HEAD_FILE)
-    tokenizer.save_pretrained(str(folder))
-    (folder / MARKER_FILE).write_text(json.dumps({"kind": "reward_model", "head": HEAD_FILE,
+    if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+        log.warning("tokenizer pad id %s is missing or equals eos: HF's LlamaForSequenceClassification will not "
+                    "score this reward model at the last real token", tokenizer.pad_token_id)
+    rm.config.pad_token_id = tokenizer.pad_token_id
+    rm.classifier.save_pretrained(str(folder))
+    (folder / LEGACY_HEAD_FILE).unlink(missing_ok=True)  # re-saving (converting) an old folder in place
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "right"
+    try:
+        tokenizer.save_pretrained(str(folder))
+    finally:
+        tokenizer.padding_side = side
+    (folder / MARKER_FILE).write_text(json.dumps({"kind": "reward_model", "format": FORMAT,
                                                   "hidden_size": rm.config.hidden_size}))
     return folder
 
@@ -80,13 +136,19 @@ def is_reward_model_folder(folder: str | Path) -> bool:
 
 def load_reward_model(folder: str | Path, device: str | torch.device = "cpu",
                       dtype: torch.dtype = torch.float32) -> tuple[RewardModel, PreTrainedTokenizerBase]:
-    """(RewardModel in eval mode, tokenizer) from a folder written by `save_reward_model`."""
+    """(RewardModel in eval mode, tokenizer) from a folder written by `save_reward_model`; an older folder (LlamaModel
+    trunk + reward_head.pt) is converted in memory, and `save_reward_model` writes it in the HF format."""
     from .factory import load_tokenizer
 
     folder = Path(folder)
     if not is_reward_model_folder(folder):
         raise FileNotFoundError(f"{str(folder)!r} is not a reward model folder (no {MARKER_FILE})")
-    backbone = LlamaModel.from_pretrained(str(folder), dtype=dtype, local_files_only=True)
-    rm = RewardModel(backbone)
-    rm.head.load_state_dict(torch.load(folder / HEAD_FILE, map_location="cpu", weights_only=True))
-    return rm.to(device=device, dtype=dtype).eval(), load_tokenizer(folder)
+    tokenizer = load_tokenizer(folder)
+    if (folder / LEGACY_HEAD_FILE).is_file():
+        backbone = LlamaModel.from_pretrained(str(folder), dtype=dtype, local_files_only=True)
+        head = nn.Linear(backbone.config.hidden_size, 1, bias=False)
+        head.load_state_dict(torch.load(folder / LEGACY_HEAD_FILE, map_location="cpu", weights_only=True))
+        classifier = _classifier(_reward_config(backbone.config, tokenizer.pad_token_id), backbone, head)
+    else:
+        classifier = LlamaForSequenceClassification.from_pretrained(str(folder), dtype=dtype, local_files_only=True)
+    return RewardModel(classifier).to(device=device, dtype=dtype).eval(), tokenizer

@@ -46,7 +46,8 @@ def test_an_eval_prompt_anywhere_in_the_lineage_is_refused_by_name(tmp_path):
     parent = catalog.publish("sft", sft).ref
     child = catalog.publish("rs-pool", pa.table({"id": ["y"], "note": ["no prompts here"]}), parents=[parent]).ref
 
-    check = check_held_out(held, eval_ref, catalog, [clean])
+    check = check_held_out(held, eval_ref, catalog, [clean, "sft@0123456789abcdef"])
     assert check.overlap == 0 and check.eval_prompts == held.num_rows and check.datasets_checked == 1
+    assert check.unverified == ("sft@0123456789abcdef",)  # another data dir's dataset: named, not silently passed
     with pytest.raises(EvalOverlapError, match=rf"1 of {held.num_rows} evaluation prompts .*{leaked_text!r} \(in sft@"):
         check_held_out(held, eval_ref, catalog, [clean, child])  # found through the catalog lineage of rs-pool

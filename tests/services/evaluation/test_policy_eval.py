@@ -76,3 +76,17 @@ def test_model_card_is_self_contained_html(tmp_path):
     assert "<tr><td>win_rate_vs_champion</td><td>pass</td><td>1.000</td><td>0.500</td><td>x</td></tr>" in text
     assert f"<tr><td>rm_win.win</td><td>{r['rm_win']['win']:.3f}</td></tr>" in text
     assert "<tr><td>safety_violation_rate</td><td>0.000</td></tr>" in text
+
+
+def test_a_version_compared_with_itself_never_passes_a_win_rate_gate():
+    champion = _report()
+    itself = {**_report(win=1.0, oracle=([1.0, 1.0], [0.5, 0.5])), "baseline": "policy/2", "oracle_prompts": 2}
+    gates = {g.name: g for g in promotion_gates(itself, champion, 0.0, 0.0, min_oracle_win_rate=0.1)}
+    assert not gates["win_rate_vs_champion"].passed and not gates["oracle_win_rate_vs_champion"].passed
+    assert "policy/2 was compared with itself, which never passes" in gates["win_rate_vs_champion"].rule
+    assert gates["safety_violation_rate"].passed  # only the win-rate gates: safety is still measured
+    assert all(g.passed for g in promotion_gates({**itself, "baseline": "policy/1"}, champion, 0.0, 0.0, 0.1))
+
+
+def test_the_report_records_its_tie_margin():
+    assert _report()["tie_margin"] == 0.05
