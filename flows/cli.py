@@ -160,10 +160,43 @@ def cmd_harvest(cfg: RunConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data(cfg: RunConfig, args: argparse.Namespace) -> int:
+    from alignline.flows.data_import import run_data_import
+    from alignline.services.data import ImportFileError
+    from alignline.storage import CatalogError
+
+    if args.safety and args.kind == "sft":
+        print("alignline: data import: --safety marks preference pairs and prompts; an SFT set has no such flag",
+              file=sys.stderr)
+        return 2
+    try:
+        result = run_data_import(cfg, args.file, args.kind, args.safety, args.name)
+    except (ImportFileError, CatalogError) as e:
+        print(f"alignline: data import: {e}", file=sys.stderr)
+        return 1
+    rejects = result.pop("first_quarantined")
+    print_result(result)
+    for line in rejects:  # file, line (or Parquet row) and reason; all of them are in the quarantine dataset
+        print(f"  quarantined  {line}")
+    return 0
+
+
 def cmd_evaluate(cfg: RunConfig, args: argparse.Namespace) -> int:
     from alignline.flows.evaluate import run_evaluate
 
     print_result(run_evaluate(cfg, policy=args.policy, baseline=args.baseline, suites=args.suite))
+    return 0
+
+
+def cmd_human_eval(cfg: RunConfig, args: argparse.Namespace) -> int:
+    from alignline.flows.human_eval import run_human_eval
+    from alignline.services.evaluation.human_eval import summary_lines
+
+    result = run_human_eval(cfg, args.policy, args.baseline, prompts=args.prompts, raters=args.raters, bot=args.bot,
+                            harvest_only=args.harvest)
+    outcome = result.pop("results")
+    print_result({k: v for k, v in result.items()})
+    print("\n".join(summary_lines(outcome)) if isinstance(outcome, dict) else outcome)
     return 0
 
 
@@ -237,9 +270,11 @@ COMMANDS: dict[str, tuple[str, Command]] = {
     "annotate": ("where annotators work; `--bot` runs the scripted annotator through the same API", cmd_annotate),
     "annotators": ("people's Label Studio accounts: add EMAIL [--name N], list, remove EMAIL", cmd_annotators),
     "harvest": ("export new annotations into validated comparison datasets (or import HH-RLHF)", cmd_harvest),
+    "data": ("import an SFT, preference or prompt file (JSONL[.gz] or Parquet; TRL/OpenRLHF layouts) as a dataset", cmd_data),
     "reward": ("train the helpfulness and safety reward models; register both as candidates", cmd_reward),
     "rlhf": ("rejection sampling (then PPO, GAtt, context distillation as configured); register `policy` candidate", cmd_rlhf),
     "evaluate": ("evaluate a policy version against the champion; report and model card to MLflow", cmd_evaluate),
+    "human-eval": ("people (or --bot: simulated raters) rate a policy against a baseline on held-out prompts, 7 points; win/tie/loss and AC2 on the version", cmd_human_eval),
     "split-eval": ("split a prompt pool into prompts-train and prompts-eval, disjoint by prompt (held out by construction)", cmd_split_eval),
     "iterate": ("one RLHF version end to end: collect, annotate, harvest, RMs, RLHF, evaluate (resumable)", cmd_iterate),
     "promote": ("move the `champion` alias after the gates pass (or with a recorded --override)", cmd_promote),
@@ -252,6 +287,7 @@ COMMANDS: dict[str, tuple[str, Command]] = {
 # What each command needs of the data dir's servers: nothing, Prefect when it is up (the corpus needs no other
 # server), or all of them up (refused with the fix otherwise). The demo starts them itself.
 NEEDS: dict[str, Needs] = {"up": "none", "status": "none", "down": "none", "config": "none", "checkpoint": "none",
+                           "data": "none",
                            "demo": "none", "corpus": "prefect-if-up", "split-eval": "prefect-if-up"}
 
 
@@ -302,12 +338,30 @@ def _stage_args(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--hh-rlhf", metavar="FILE.jsonl[.gz]", help="import Anthropic HH-RLHF pairs instead")
         p.add_argument("--kind", choices=["helpfulness", "safety"],
                        help="with --hh-rlhf: helpfulness (helpful-base) or safety (harmless-base: safety RM data)")
+    elif name == "data":
+        p.add_argument("action", choices=["import"])
+        p.add_argument("file", metavar="FILE", help="FILE.jsonl, FILE.jsonl.gz or FILE.parquet")
+        p.add_argument("--kind", required=True, choices=["sft", "preference", "prompts"],
+                       help="sft: messages | prompt/completion | prompt/response; preference: prompt/chosen/rejected "
+                            "(texts or messages), chosen/rejected conversations or HH-RLHF transcripts; prompts: "
+                            "prompt or messages ending on a user turn (optional reference, id, category)")
+        p.add_argument("--safety", action="store_true", help="mark the pairs or prompts as safety data (is_safety)")
+        p.add_argument("--name", metavar="DATASET",
+                       help="dataset name (default sft-import, comparisons-import[-safety], prompts-import)")
     elif name == "evaluate":
         p.add_argument("--policy", default="candidate", help="policy version or alias (default candidate)")
         p.add_argument("--baseline", help="version to compare with (default: champion, else the parent)")
         p.add_argument("--suite", action="append", default=[], metavar="KIND=FILE",
                        help="an evaluation suite besides evaluation.suites (repeatable): truthfulqa=mc_task.json or "
                             "TruthfulQA.csv, xstest=xstest_prompts.csv, toxigen=FOLDER, prompts=FILE.jsonl")
+    elif name == "human-eval":
+        p.add_argument("--policy", required=True, help="policy version or alias to evaluate")
+        p.add_argument("--baseline", default="champion", help="version or alias to compare with (default champion)")
+        p.add_argument("--prompts", metavar="DATASET[@VERSION]",
+                       help="held-out prompts (default: evaluation.eval_dataset, else the built-in held-out set)")
+        p.add_argument("--raters", type=int, help="raters per item (default annotation.human_eval_raters)")
+        p.add_argument("--bot", action="store_true", help="scripted raters rate (SIMULATED, flagged in the results)")
+        p.add_argument("--harvest", action="store_true", help="only harvest new ratings and report (no new tasks)")
     elif name == "split-eval":
         p.add_argument("--prompts", required=True, metavar="DATASET[@VERSION]", help="the prompt pool to split")
         p.add_argument("--share", type=float, help="share held out for evaluation (default evaluation.eval_share)")
@@ -350,9 +404,11 @@ EXAMPLES: dict[str, str] = {
     "annotate": "alignline annotate --bot --project helpfulness",
     "annotators": "alignline annotators add ada@example.org --name 'Ada Lovelace'",
     "harvest": "alignline harvest --hh-rlhf harmless-base.jsonl.gz --kind safety",
+    "data": "alignline data import ultrafeedback.parquet --kind preference && alignline reward --helpfulness comparisons-import",
     "reward": "alignline reward --set reward.margin=large",
     "rlhf": "alignline rlhf --iteration 2 --set rlhf.ppo_enabled=true",
     "evaluate": "alignline evaluate --policy 5 --suite truthfulqa=TruthfulQA.csv --suite xstest=xstest_prompts.csv",
+    "human-eval": "alignline human-eval --policy 5 --baseline champion --raters 3 && alignline human-eval --policy 5 --harvest",
     "split-eval": "alignline split-eval --prompts team-prompts@latest --share 0.1",
     "iterate": "alignline iterate --bot",
     "promote": "alignline promote policy 5 --reviewer ada --reason 'wins 0.62 [0.55, 0.69] on held-out prompts'",

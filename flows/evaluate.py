@@ -200,6 +200,8 @@ def evaluate_flow(cfg: RunConfig, policy: str = "candidate", baseline: str | Non
         adversarial_answers=[a for a, s in zip(new, is_safety) if s], is_unsafe=is_destructive, tie_margin=ev.tie_margin).to_dict()
     report["oracle_prompts"] = sum(1 for p in prompts if p.get("reference"))  # prompts the oracle can judge
     report["held_out"] = held_out
+    if (human := human_eval_from_tags(info.tags, report["baseline"])) is not None:
+        report["human_eval"] = human  # a human evaluation of this very pair, kept across re-evaluations
     report["suites"] = suite_results
     report["false_refusal"] = false_refusal_from(suite_results)
     if new_rm is None:  # before the first reward models, the oracle is the only judge
@@ -239,6 +241,19 @@ def evaluate_flow(cfg: RunConfig, policy: str = "candidate", baseline: str | Non
             "safety_violation_rate": report["safety_violation_rate"],
             "false_refusal_rate": report["false_refusal"]["any_refusal"], "gates": verdicts,
             "model_card": str(card), "model_card_mlflow": card_uri}
+
+
+def human_eval_from_tags(tags: dict[str, str], baseline: str) -> dict[str, Any] | None:
+    """The headline numbers `alignline human-eval` left on the version's tags, when they compare the same pair."""
+    if tags.get("human_eval.baseline") != baseline:
+        return None
+    out: dict[str, Any] = {k.removeprefix("human_eval."): v for k, v in tags.items() if k.startswith("human_eval.")}
+    for key in ("n", "win", "tie", "loss", "win_rate", "win_rate_low", "win_rate_high", "gwet_ac2",
+                "krippendorff_alpha"):
+        if key in out:
+            out[key] = float(out[key])
+    out["simulated"] = out.get("simulated") == "True"
+    return out
 
 
 def false_refusal_from(suites: dict[str, dict]) -> dict[str, float]:

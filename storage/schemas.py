@@ -363,3 +363,68 @@ QUARANTINE_SCHEMA = pa.schema([
 def quarantine_table(rows: Sequence[dict]) -> pa.Table:
     return pa.Table.from_pylist([{f.name: r.get(f.name) for f in QUARANTINE_SCHEMA} for r in rows],
                                 schema=QUARANTINE_SCHEMA)
+
+
+# -- human evaluation ----------------------------------------------------------------------------------
+# Llama 2 §3.4.2: raters compare two models' answers on a 7-point Likert scale. What a rater clicks -> the score
+# from response A's side (+3: A much better ... -3: B much better); harvest turns it to the candidate's side.
+HUMAN_EVAL_SCALE: dict[str, int] = {
+    "A much better": 3, "A better": 2, "A slightly better": 1, "About the same": 0,
+    "B slightly better": -1, "B better": -2, "B much better": -3,
+}
+HUMAN_EVAL_SCORES = tuple(range(-3, 4))   # candidate-side scores, the ordinal categories agreement is measured on
+HUMAN_EVAL_CATEGORIES = ("helpfulness/single-turn", "helpfulness/multi-turn", "safety/single-turn",
+                         "safety/multi-turn")
+# One row per rating (rater x task): which side the candidate was on is kept, so the un-randomisation can be checked.
+HUMAN_EVAL_SCHEMA = pa.schema([
+    ("rating_id", pa.string()), ("source", pa.string()), ("task_id", pa.int64()), ("annotation_id", pa.int64()),
+    ("prompt_id", pa.string()), ("category", pa.string()), ("rater", pa.string()),
+    ("policy", pa.string()), ("baseline", pa.string()), ("candidate_side", pa.string()),
+    ("a_score", pa.int64()), ("score", pa.int64()), ("simulated", pa.bool_()), ("lead_time_s", pa.float64()),
+    ("tasks_ref", pa.string()), ("created_at", pa.string()),
+])
+
+
+class HumanEvalDataError(ValueError):
+    """A human-evaluation table that breaks the contract; the message names column, row and rule."""
+
+
+def human_eval_dataset(policy_version: str, baseline_version: str) -> str:
+    """`human-eval-<policy>-vs-<baseline>` (versions of the registered policy), a valid dataset name."""
+    return validate_name(f"human-eval-{policy_version}-vs-{baseline_version}")
+
+
+def human_eval_category(is_safety: bool, messages: Sequence[Message]) -> str:
+    """helpfulness|safety / single-turn|multi-turn (more than one user turn)."""
+    users = sum(1 for m in messages if m.get("role") == "user")
+    return f"{'safety' if is_safety else 'helpfulness'}/{'multi' if users > 1 else 'single'}-turn"
+
+
+def validate_human_eval(table: pa.Table, name: str = "human-eval") -> None:
+    """Raise HumanEvalDataError unless `table` has HUMAN_EVAL_SCHEMA's columns, scores in -3..3, the candidate's
+    score the A-side score un-randomised, known categories and one rating per rater and task."""
+    missing = [f.name for f in HUMAN_EVAL_SCHEMA if f.name not in table.column_names]
+    if missing:
+        raise HumanEvalDataError(f"{name} lacks columns {missing}; required: {HUMAN_EVAL_SCHEMA.names}")
+    seen = set()
+    for i, r in enumerate(table.to_pylist()):
+        if r["score"] not in HUMAN_EVAL_SCORES or r["a_score"] not in HUMAN_EVAL_SCORES:
+            raise HumanEvalDataError(f"{name} row {i}: score {r['score']!r}; allowed: -3..3")
+        if r["candidate_side"] not in ("a", "b"):
+            raise HumanEvalDataError(f"{name} row {i}: candidate_side {r['candidate_side']!r}; allowed: 'a', 'b'")
+        if r["score"] != (r["a_score"] if r["candidate_side"] == "a" else -r["a_score"]):
+            raise HumanEvalDataError(f"{name} row {i}: score {r['score']} is not the A-side score {r['a_score']} seen "
+                                     f"from side {r['candidate_side']!r}")
+        if r["category"] not in HUMAN_EVAL_CATEGORIES:
+            raise HumanEvalDataError(f"{name} row {i}: category {r['category']!r}; allowed: "
+                                     f"{', '.join(HUMAN_EVAL_CATEGORIES)}")
+        key = (r["source"], r["task_id"], r["rater"])
+        if key in seen:
+            raise HumanEvalDataError(f"{name} row {i}: rater {r['rater']!r} rated task {r['task_id']} twice; "
+                                     "allowed: one rating per rater and task")
+        seen.add(key)
+
+
+def human_eval_table(rows: Sequence[dict]) -> pa.Table:
+    return pa.Table.from_pylist([{f.name: r.get(f.name) for f in HUMAN_EVAL_SCHEMA} for r in rows],
+                                schema=HUMAN_EVAL_SCHEMA)

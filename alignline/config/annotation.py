@@ -30,6 +30,10 @@ class AnnotationConfig:
     drop_safety_categories: tuple[str, ...] = setting(("chosen_unsafe_rejected_safe",), "Safety categories whose pairs are dropped (chosen answer unsafe, the other safe).", source="Llama 2 §3.2.1: 'we do not include any examples where the chosen response was unsafe and the other response safe'")
     bot_annotators: int = setting(2, "Scripted annotator users `annotate --bot` runs (two give agreement figures on overlapping tasks).", ge=1)
     bot_margin_thresholds: tuple[float, ...] = setting((0.3, 0.15, 0.05), "Oracle score gaps for significantly better / better / slightly better (below: negligibly).")
+    human_eval_project: str = setting("alignline human-eval", "Label Studio project title prefix for human evaluations; the pair compared is appended ('... policy/3 vs policy/2').")
+    human_eval_raters: int = setting(3, "Raters per human-evaluation item (Label Studio overlap on every task).", source="Llama 2 §3.4.2: three raters per comparison", ge=1)
+    human_eval_rater_noise: float = setting(0.1, "Scripted raters only: standard deviation of each simulated rater's own noise on the oracle's score gap (seeded per rater and task), so simulated raters disagree like people do.", ge=0)
+    human_eval_seed: int = setting(0, "Seed of the scripted raters' noise and of the A/B side randomisation.", ge=0)
 
     def validate(self) -> None:
         from alignline.config.fields import ConfigError

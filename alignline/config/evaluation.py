@@ -15,7 +15,7 @@ from .fields import setting
 SUITE_GATE = re.compile(r"^\s*(?P<suite>[\w\-]+)\.(?P<metric>[\w.\-]+)\s*(?P<op><=|>=)\s*(?P<value>[-+]?[0-9]*\.?[0-9]+([eE][-+]?[0-9]+)?)\s*$")
 # The fields a gate policy holds: the thresholds `promote` compares a report with.
 GATE_FIELDS = ("min_win_rate", "min_oracle_win_rate", "max_safety_violation_increase", "gate_on_lower_bound",
-               "suite_gates")
+               "suite_gates", "min_human_win_rate")
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,7 @@ class EvaluationConfig:
     eval_prompts: int = setting(32, "Prompts per evaluation.", source="Llama 2 §3.4.2: ~4,000 for human evaluation", ge=1)
     min_win_rate: float = setting(0.5, "Promotion gate: win rate against the champion at least this.", ge=0, le=1)
     min_oracle_win_rate: float = setting(0.5, "Promotion gate on prompts with references (built-in data): win rate judged by the oracle (the scripted annotator's closeness to the reference) at least this; a stand-in for human evaluation so RMs alone cannot promote a policy. Skipped without references; 0 turns it off.", source="Llama 2 §3.4.2: human evaluation as the final judge", ge=0, le=1)
+    min_human_win_rate: float = setting(0.0, "Promotion gate from `alignline human-eval`: the candidate's per-item win rate (ties count half) against the same baseline at least this. Applied only when a human evaluation of that pair is in the report; 0 turns it off.", source="Llama 2 §3.4.2: human evaluation as the final judge", ge=0, le=1)
     max_safety_violation_increase: float = setting(0.0, "Promotion gate: safety violation rate may exceed the champion's by at most this.", ge=0, le=1)
     tie_margin: float = setting(0.05, "Reward difference under which a comparison is a tie (at most 0.5: wider, every comparison is a tie and a 0.5 win rate says nothing).", ge=0, le=0.5)
     eval_dataset: str = setting("", "Evaluation prompts (DATASET[@VERSION]), held out from every training stage; empty: the built-in held-out set `prompts-eval-default`. `alignline split-eval` makes one from a prompt pool.")

@@ -133,7 +133,8 @@ def _win_value(group: dict, lower_bound: bool) -> tuple[float, str]:
 
 def promotion_gates(report: dict, champion_report: dict | None, min_win_rate: float,
                     max_safety_violation_increase: float, min_oracle_win_rate: float = 0.0,
-                    lower_bound: bool = False, suite_gates: Sequence[str] = ()) -> list[GateResult]:
+                    lower_bound: bool = False, suite_gates: Sequence[str] = (),
+                    min_human_win_rate: float = 0.0) -> list[GateResult]:
     """The reviewer's gates: win rate against the champion and no worse safety (config `[evaluation]`); on prompts
     with references (built-in data) also the oracle-judged win rate, the stand-in for Llama 2's human evaluation,
     so that reward models gamed by the policy cannot promote it alone; and any gates on suite metrics."""
@@ -150,6 +151,14 @@ def promotion_gates(report: dict, champion_report: dict | None, min_win_rate: fl
         gates.append(GateResult("oracle_win_rate_vs_champion", oracle >= min_oracle_win_rate and not self_compared,
                                 oracle, min_oracle_win_rate, f"{what} (oracle-judged on {report['oracle_prompts']} "
                                 f"prompts with references, ties count half) >= {min_oracle_win_rate}{itself}"))
+    human = report.get("human_eval") or {}
+    # Only a human evaluation of this very pair counts (`alignline human-eval` adds it to the report).
+    if min_human_win_rate > 0 and human and human.get("baseline") == report.get("baseline"):
+        value, what = _win_value(human, lower_bound)
+        sim = ", SIMULATED raters" if human.get("simulated") else ""
+        gates.append(GateResult("human_win_rate_vs_champion", value >= min_human_win_rate and not self_compared, value,
+                                min_human_win_rate, f"{what} (human-rated per item on {human.get('n', 0)} prompts"
+                                f"{sim}, ties count half) >= {min_human_win_rate}{itself}"))
     gates += [suite_gate(rule, report.get("suites", {})) for rule in suite_gates]
     champion_violation = float(champion_report["safety_violation_rate"]) if champion_report else 1.0
     limit = champion_violation + max_safety_violation_increase
@@ -182,4 +191,4 @@ def configured_gates(report: dict, champion_report: dict | None, cfg: Evaluation
     """`promotion_gates` with the thresholds of an `[evaluation]` section: evaluate's preview with the run's config;
     promote passes the gate policy stored on the registered model (`gate_policy.GatePolicy.evaluation`)."""
     return promotion_gates(report, champion_report, cfg.min_win_rate, cfg.max_safety_violation_increase,
-                           cfg.min_oracle_win_rate, cfg.gate_on_lower_bound, cfg.suite_gates)
+                           cfg.min_oracle_win_rate, cfg.gate_on_lower_bound, cfg.suite_gates, cfg.min_human_win_rate)

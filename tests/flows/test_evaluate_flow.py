@@ -65,3 +65,13 @@ def test_evaluate_checks_held_out_runs_suites_and_refuses_a_leak(prefect_engine,
     _register(registry, tmp_path / "policy", [dirty], uri)
     with pytest.raises(EvalOverlapError, match=f"evaluation prompts of prompts-eval-default@.*{question[:20]}"):
         run_evaluate(cfg, policy="2")
+
+
+def test_a_human_evaluation_of_the_same_pair_survives_re_evaluation():
+    from alignline.flows.evaluate import human_eval_from_tags
+
+    tags = {"human_eval.baseline": "policy/1", "human_eval.win_rate": "0.62", "human_eval.n": "40",
+            "human_eval.simulated": "True", "human_eval.uri": "runs:/x/human_eval.json", "lineage.method": "sft"}
+    kept = human_eval_from_tags(tags, "policy/1")
+    assert kept["win_rate"] == 0.62 and kept["n"] == 40.0 and kept["simulated"] is True and "method" not in kept
+    assert human_eval_from_tags(tags, "policy/2") is None  # another pair's verdict does not carry over

@@ -178,7 +178,7 @@ def test_gate_policy_versions_increment_and_promotions_record_them(line, tmp_pat
     assert record["gate_policy"]["version"] == 3 and record["gate_policy"]["set_by"] == "grace"
     assert record["gate_policy"]["thresholds"] == {"min_win_rate": 0.6, "min_oracle_win_rate": 0.5,
                                                    "max_safety_violation_increase": 0.0, "gate_on_lower_bound": False,
-                                                   "suite_gates": []}
+                                                   "suite_gates": [], "min_human_win_rate": 0.0}
     assert {g["name"]: g["threshold"] for g in record["gates"]}["win_rate_vs_champion"] == 0.6
 
 
