@@ -27,7 +27,7 @@ import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 
 from alignline.storage import Catalog
@@ -137,6 +137,16 @@ def _int_or_none(value: Any) -> int | None:
 def parse_tasks(tasks: Iterable[Any], kind: Kind, harvested: set[int], annotators: dict[int, str],
                 source: str) -> Parsed:
     """New annotations of these tasks -> comparison rows; everything not used is quarantined with a reason."""
+    return parse_annotations(tasks, harvested, source, lambda task, data, ann, ann_id: _comparison_row(
+        task, data, ann, ann_id, kind, annotators, source))
+
+
+RowMaker = Callable[[dict, dict, dict, int], dict[str, Any]]  # (task, task data, annotation, id) -> row | ResultError
+
+
+def parse_annotations(tasks: Iterable[Any], harvested: set[int], source: str, to_row: RowMaker) -> Parsed:
+    """Every annotation of these tasks not in `harvested` -> `to_row`'s row, or quarantined with the reason it (or a
+    malformed task/annotation shape) gives; every project's harvest reads its export through this."""
     out = Parsed()
     for task in tasks:
         try:
@@ -158,7 +168,7 @@ def parse_tasks(tasks: Iterable[Any], kind: Kind, harvested: set[int], annotator
                 continue
             out.seen_ids.add(ann_id)
             try:
-                row = _comparison_row(task, data, ann, ann_id, kind, annotators, source)
+                row = to_row(task, data, ann, ann_id)
             except ResultError as e:  # includes malformed results of any shape
                 out.quarantine(source, ann_id, task.get("id"), str(e), ann)
                 continue

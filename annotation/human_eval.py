@@ -25,7 +25,7 @@ from alignline.storage.schemas import (HUMAN_EVAL_SCALE, human_eval_category, hu
                                        quarantine_table, validate_human_eval)
 
 from .bot import pending_tasks
-from .harvest import Ledger, Parsed, _int_or_none, _plain, _user_id, decode_ids, encode_ids, updated_since_query
+from .harvest import Ledger, Parsed, _user_id, decode_ids, encode_ids, parse_annotations, updated_since_query
 from .labeling import CONFIG_DIR, ResultError
 from .projects import ensure_project
 
@@ -114,33 +114,8 @@ def rating_result(a_score: int) -> list[dict[str, Any]]:
 def parse_human_eval_tasks(tasks: Iterable[Any], harvested: set[int], annotators: dict[int, str], source: str,
                            simulated: set[str] = frozenset()) -> Parsed:
     """New annotations -> rating rows (HUMAN_EVAL_SCHEMA); everything not used is quarantined with a reason."""
-    out = Parsed()
-    for task in tasks:
-        try:
-            task = _plain(task)
-        except (TypeError, ValueError):
-            out.quarantine(source, None, None, "invalid: task is not an object", task)
-            continue
-        data = task.get("data") if isinstance(task.get("data"), dict) else {}
-        annotations = task.get("annotations") if isinstance(task.get("annotations"), list) else []
-        out.counts["drafts"] += len(task.get("drafts")) if isinstance(task.get("drafts"), list) else 0
-        for ann in annotations:
-            try:
-                ann = _plain(ann)
-            except (TypeError, ValueError):
-                out.quarantine(source, None, task.get("id"), "invalid: annotation is not an object", ann)
-                continue
-            ann_id = _int_or_none(ann.get("id"))
-            if ann_id is None or ann_id in harvested:
-                continue
-            out.seen_ids.add(ann_id)
-            try:
-                row = _rating_row(task, data, ann, ann_id, annotators, source, simulated)
-            except ResultError as e:
-                out.quarantine(source, ann_id, task.get("id"), str(e), ann)
-                continue
-            out.rows.append(row)
-    return out
+    return parse_annotations(tasks, harvested, source, lambda task, data, ann, ann_id: _rating_row(
+        task, data, ann, ann_id, annotators, source, simulated))
 
 
 def _rating_row(task: dict, data: dict, ann: dict, ann_id: int, annotators: dict[int, str], source: str,
