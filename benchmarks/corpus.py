@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from dedup import PeakRSS, words  # noqa: E402  (same memory sampler, same word split)
+from dedup import PeakRSS, datatrove_split_tokenizer  # noqa: E402  (same memory sampler, same tokenizer)
 
 from alignline.config.corpus import CorpusConfig  # noqa: E402
 from alignline.flows.corpus import ShardedSketch, map_shards, near_dedup_settings  # noqa: E402
@@ -71,23 +71,11 @@ def run_datatrove(docs: list[sc.Document], workdir: Path) -> tuple[int, dict[str
     from datatrove.pipeline.formatters import PIIFormatter
     from datatrove.pipeline.readers import JsonlReader
     from datatrove.pipeline.writers import JsonlWriter
-    from datatrove.utils.word_tokenizers import WordTokenizer
     from loguru import logger
     import xxhash
 
     logger.disable("datatrove")
-
-    class SplitTokenizer(WordTokenizer):
-        def word_tokenize(self, text):
-            return words(text)
-
-        def sent_tokenize(self, text):
-            return [text]
-
-        def span_tokenize(self, text):
-            return [(0, len(text))]
-
-    tok = SplitTokenizer()
+    tok = datatrove_split_tokenizer()
     cfg = MinhashConfig(n_grams=5, num_buckets=20, hashes_per_bucket=6)
     times = {}
 

@@ -253,17 +253,11 @@ def run_datasketch(texts):
     return pairs, lsh.b, lsh.r
 
 
-def run_datatrove(texts, workdir: Path):
-    from datatrove.data import Document
-    from datatrove.executor import LocalPipelineExecutor
-    from datatrove.pipeline.dedup.minhash import (MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster,
-                                                  MinhashDedupSignature)
+def datatrove_split_tokenizer():
+    """datatrove's word tokenizer on a plain word split: its default English tokenizer is ~6x slower (and needs spacy)."""
     from datatrove.utils.word_tokenizers import WordTokenizer
-    from loguru import logger
 
-    logger.disable("datatrove")  # its per-stage logs would bury the results table
-
-    class SplitTokenizer(WordTokenizer):  # its default English tokenizer is ~6x slower (shared/INTEGRATION.md)
+    class SplitTokenizer(WordTokenizer):
         def word_tokenize(self, text):
             return words(text)
 
@@ -273,9 +267,21 @@ def run_datatrove(texts, workdir: Path):
         def span_tokenize(self, text):
             return [(0, len(text))]
 
+    return SplitTokenizer()
+
+
+def run_datatrove(texts, workdir: Path):
+    from datatrove.data import Document
+    from datatrove.executor import LocalPipelineExecutor
+    from datatrove.pipeline.dedup.minhash import (MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster,
+                                                  MinhashDedupSignature)
+    from loguru import logger
+
+    logger.disable("datatrove")  # its per-stage logs would bury the results table
+
     cfg = MinhashConfig(n_grams=NGRAM, num_buckets=BANDS, hashes_per_bucket=ROWS)
     docs = [Document(text=t, id=str(i)) for i, t in enumerate(texts)]
-    sig = MinhashDedupSignature(output_folder=str(workdir / "sigs"), config=cfg, language=SplitTokenizer())
+    sig = MinhashDedupSignature(output_folder=str(workdir / "sigs"), config=cfg, language=datatrove_split_tokenizer())
     # datatrove 0.10.1 passes str to xxhash, which the installed xxhash refuses: encode first
     import xxhash
 
