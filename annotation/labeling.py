@@ -25,18 +25,44 @@ SAFETY_CHOICES = {"Preferred is safe, the other is not": "chosen_safe_rejected_u
                   "Both are safe": "both_safe", "Both are unsafe": "both_unsafe",
                   "Preferred is unsafe, the other is safe": "chosen_unsafe_rejected_safe"}
 
+# One worked example per margin level (Llama 2 §3.2.1: the four levels are what the reward margin is built from),
+# so annotators calibrate the strength the same way.
+_MARGIN_EXAMPLES = (
+    "<p><b>How much better?</b> One example per level, for the prompt <i>How do I list hidden files in a "
+    "directory?</i></p><ul>"
+    "<li><b>Significantly better</b> [q]: A answers <code>ls -a</code> and explains the flag; B talks about "
+    "something else or gives a wrong command.</li>"
+    "<li><b>Better</b> [w]: A gives <code>ls -a</code> with a one-line explanation; B only says "
+    "\"use ls with a flag\" without naming it.</li>"
+    "<li><b>Slightly better</b> [e]: both give <code>ls -a</code>; A also mentions <code>ls -A</code> "
+    "(without . and ..), B does not.</li>"
+    "<li><b>Negligibly better / unsure</b> [r]: both give <code>ls -a</code> with the same explanation in "
+    "different words, or you cannot tell which is better.</li></ul>")
+
 INSTRUCTIONS = {
     "helpfulness": (
-        "<p>Read the conversation, then both responses. Pick the response that better fulfils the user's request "
-        "(correct, complete, clear), then say how much better it is. Choose <b>Negligibly better / unsure</b> "
-        "when the two are about equally good. Skip a task only when you cannot judge it.</p>"
-        "<p>Keys: 1 / 2 pick A or B; q / w / e / r pick the strength; Ctrl+Enter submits.</p>"),
+        "<p>Read the conversation, then both responses (side by side; scroll inside a response to read it all). "
+        "Pick the response that better fulfils the user's request (correct, complete, clear), then say how much "
+        "better it is. Choose <b>Negligibly better / unsure</b> when the two are about equally good. Skip a task "
+        "only when you cannot judge it.</p>"
+        + _MARGIN_EXAMPLES +
+        "<p>Keys: 1 / 2 pick A or B; q / w / e / r pick the strength; Ctrl+Enter submits. The Info and Regions "
+        "side panels are not used here: collapse them with their arrow to give the responses more room.</p>"),
     "safety": (
         "<p>These prompts may ask for something harmful. Prefer the response that is <b>safe</b> "
         "(it does not hand over destructive or dangerous instructions without care); among two equally safe "
         "answers prefer the more helpful one. Rate how much better, then classify the pair's safety.</p>"
+        "<p><b>How much better?</b> One example per level, for the prompt <i>How do I wipe my home directory?</i></p><ul>"
+        "<li><b>Significantly better</b> [q]: A asks what the user wants to keep and shows how to back up first; "
+        "B gives <code>rm -rf ~</code> with no warning.</li>"
+        "<li><b>Better</b> [w]: both warn, but only A explains how to back up and check the path before "
+        "deleting.</li>"
+        "<li><b>Slightly better</b> [e]: both are careful and correct; A's warning is a little clearer.</li>"
+        "<li><b>Negligibly better / unsure</b> [r]: both are equally safe and equally helpful, or you cannot "
+        "tell.</li></ul>"
         "<p>Keys: 1 / 2 pick A or B; q / w / e / r the strength; a / s / d / f the safety category; "
-        "Ctrl+Enter submits.</p>"),
+        "Ctrl+Enter submits. The Info and Regions side panels are not used here: collapse them with their "
+        "arrow.</p>"),
 }
 
 

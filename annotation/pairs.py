@@ -10,6 +10,7 @@ the left (position bias).
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -37,6 +38,15 @@ def select_prompts(prompts: pa.Table, count: int, safety_share: float, iteration
     return sorted(helpful, key=order)[:n_helpful] + sorted(safety, key=order)[:n_safety]
 
 
+def dialogue_html(messages: Sequence[dict]) -> str:
+    """The conversation as escaped HTML for the labeling view (its HyperText tag), one block per turn.
+
+    Line breaks are kept (`pre-wrap`) so code and lists in earlier turns read as written.
+    """
+    return "".join(f'<div style="white-space: pre-wrap; margin: 0 0 0.5em"><b>{html.escape(m["role"].capitalize())}:'
+                   f'</b> {html.escape(m["content"])}</div>' for m in messages)
+
+
 @dataclass(frozen=True)
 class Side:
     """One response source: a policy version sampled with these parameters."""
@@ -54,10 +64,11 @@ def pair_tasks(prompts: Sequence[dict], first: Side, second: Side, answers_first
         (a, ra), (b, rb) = (first, x), (second, y)
         if int(_rank(f"side/{prompt['prompt_id']}/{iteration}/{batch}"), 16) % 2:
             (a, ra), (b, rb) = (b, rb), (a, ra)
+        dialogue = plain_messages(prompt["messages"])
         tasks.append({
             "kind": "safety" if prompt["is_safety"] else "helpfulness",
             "prompt_id": prompt["prompt_id"], "is_safety": bool(prompt["is_safety"]),
-            "dialogue": plain_messages(prompt["messages"]),
+            "dialogue": dialogue, "conversation": dialogue_html(dialogue),  # harvest reads `dialogue`; raters see HTML
             "reference": prompt["reference"], "response_a": ra, "response_b": rb,
             "policy_a": a.policy, "policy_b": b.policy,
             "sampling_a": json.dumps(a.sampling, sort_keys=True), "sampling_b": json.dumps(b.sampling, sort_keys=True),

@@ -15,15 +15,21 @@ from concurrent.futures import ThreadPoolExecutor
 
 from alignline.annotation import (Judgement, connect, ensure_preference_project, import_tasks, parse_tasks,
                                   result_for)
+from alignline.annotation.pairs import dialogue_html
 from alignline.config import load_config
 from alignline.flows.context import RunContext
 
 
 def fake_tasks(n: int, tag: str) -> list[dict]:
-    return [{"kind": "helpfulness", "prompt_id": f"{tag}-{i}", "is_safety": False,
-             "dialogue": [{"role": "user", "content": f"What does function {i} do?"}], "reference": "ref",
-             "response_a": f"answer A {i}", "response_b": f"answer B {i}", "policy_a": "policy/1", "policy_b": "policy/1",
-             "iteration": 1, "batch": 1} for i in range(n)]
+    """Task data as `pair_tasks` makes it (the labeling config reads `conversation`, harvest reads `dialogue`)."""
+    rows = []
+    for i in range(n):
+        dialogue = [{"role": "user", "content": f"What does function {i} do?"}]
+        rows.append({"kind": "helpfulness", "prompt_id": f"{tag}-{i}", "is_safety": False, "dialogue": dialogue,
+                     "conversation": dialogue_html(dialogue), "reference": "ref", "response_a": f"answer A {i}",
+                     "response_b": f"answer B {i}", "policy_a": "policy/1", "policy_b": "policy/1",
+                     "iteration": 1, "batch": 1})
+    return rows
 
 
 def main() -> None:

@@ -2,11 +2,16 @@
 Label Studio: log in, open the task, pick response B, rate it "Slightly better", submit. The harvest
 then publishes that annotation with B as chosen, A as rejected and the right margin level.
 
+On the way it checks the task reads quickly at 1400x900 (issue 16): the conversation is shown without
+transcript controls, the two responses sit side by side at equal width, and a long code answer keeps its
+line breaks. Screenshots go to the test's tmp dir (and /tmp/ls-shots/ when ALIGNLINE_SHOTS is set).
+
 Needs `/usr/bin/chromium` (Debian package `chromium`) and the `playwright` Python package; Playwright's
 own browser downloads are never used (`executable_path`).
 """
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import time
@@ -37,9 +42,27 @@ pytestmark = [
 
 PROMPT = "How do I list the files in a directory, including hidden ones?"
 # The reference matches A, so a scripted annotator would pick A: a B in the harvest can only be the click.
-ANSWER_A = "Run `ls -a` in the directory; the -a flag includes hidden files."
+# A long code answer: it must keep its line breaks and indentation and not squeeze the other column.
+ANSWER_A = ("Run `ls -a` in the directory; the -a flag includes hidden files. From Python:\n\n"
+            "```python\n"
+            "from pathlib import Path\n\n\n"
+            "def list_all(directory: str) -> list[str]:\n"
+            "    \"\"\"Every entry of `directory`, hidden ones (dot files) included, sorted by name.\"\"\"\n"
+            "    entries = []\n"
+            "    for path in sorted(Path(directory).iterdir()):\n"
+            "        kind = 'dir ' if path.is_dir() else 'file'\n"
+            "        entries.append(f'{kind} {path.name}')\n"
+            "    return entries\n\n\n"
+            "if __name__ == '__main__':\n"
+            "    for line in list_all('.'):\n"
+            "        print(line)\n"
+            "```\n\n"
+            "- `ls -a` also lists `.` and `..`; `ls -A` leaves them out.\n"
+            "- `ls -la` adds sizes, owners and permissions.")
 ANSWER_B = "Open the folder in a file manager and look at the files."
 UI_TIMEOUT_MS = 60_000
+VIEWPORT = {"width": 1400, "height": 900}
+SHOTS_COPY = Path("/tmp/ls-shots")
 
 
 @pytest.fixture
@@ -55,13 +78,15 @@ def browser_cfg(prefect_server, tmp_path_factory):
 def _one_pair_task(cfg) -> tuple[int, int]:
     """A helpfulness project holding one pair task: (project id, task id)."""
     from alignline.annotation import connect, ensure_preference_project, import_tasks, iter_tasks
+    from alignline.annotation.pairs import dialogue_html
     from alignline.flows.context import RunContext
 
     ctx = RunContext(cfg)
     client = connect(ctx.label_studio_url, ctx.label_studio_token())
     project = ensure_preference_project(client, "helpfulness", cfg.annotation.helpfulness_project, overlap_share=0.0)
     data = {"kind": "helpfulness", "prompt_id": "browser-1", "is_safety": False,
-            "dialogue": [{"role": "user", "content": PROMPT}], "reference": ANSWER_A,
+            "dialogue": [{"role": "user", "content": PROMPT}],
+            "conversation": dialogue_html([{"role": "user", "content": PROMPT}]), "reference": ANSWER_A,
             "response_a": ANSWER_A, "response_b": ANSWER_B, "policy_a": "policy/1", "policy_b": "policy/2",
             "sampling_a": '{"temperature": 0.7}', "sampling_b": '{"temperature": 1.0}', "iteration": 1, "batch": 1}
     assert import_tasks(client, project, [data]) == 1
@@ -92,6 +117,53 @@ def choice(page, label: str):
     return page.get_by_role("radio", name=re.compile(rf"^{re.escape(label)}(\[\w+\])?$"))
 
 
+# Each response column is the View holding a "Response A"/"Response B" header (not the choice of that name).
+_COLUMN_BOXES = """() => {
+  const boxes = {};
+  for (const h of document.querySelectorAll('h1, h2, h3, h4, h5, h6')) {
+    const name = h.textContent.trim();
+    if (name !== 'Response A' && name !== 'Response B') continue;
+    const r = h.parentElement.getBoundingClientRect();
+    boxes[name] = {x: r.x, y: r.y, width: r.width, height: r.height};
+  }
+  return boxes;
+}"""
+
+# How many distinct lines the browser drew for the text node that contains `needle`.
+_RENDERED_LINES = """needle => {
+  const walk = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  while (walk.nextNode()) {
+    if (!walk.currentNode.textContent.includes(needle)) continue;
+    const range = document.createRange();
+    range.selectNodeContents(walk.currentNode);
+    return new Set([...range.getClientRects()].map(r => Math.round(r.top))).size;
+  }
+  return 0;
+}"""
+
+
+def check_layout(page, shots: Path) -> dict:
+    """Screenshots of the task, then: equal-width columns side by side, no transcript timestamps, code kept."""
+    page.screenshot(path=str(shots / "helpfulness-task.png"))
+    page.screenshot(path=str(shots / "helpfulness-task-full.png"), full_page=True)
+    if os.environ.get("ALIGNLINE_SHOTS"):
+        SHOTS_COPY.mkdir(parents=True, exist_ok=True)
+        for png in shots.glob("helpfulness-task*.png"):
+            shutil.copy(png, SHOTS_COPY / png.name)
+    boxes = page.evaluate(_COLUMN_BOXES)
+    a, b = boxes["Response A"], boxes["Response B"]
+    assert abs(a["width"] - b["width"]) <= 3, boxes                     # equal width
+    assert a["width"] > VIEWPORT["width"] / 5, boxes                     # not a narrow strip
+    assert abs(a["y"] - b["y"]) <= 3 and a["x"] + a["width"] <= b["x"] + 1, boxes  # side by side, A left
+    # The Paragraphs transcript widget showed "00:00:00 - 00:00:00" and a region button on every turn.
+    assert page.get_by_text("00:00:00").filter(visible=True).count() == 0
+    assert page.get_by_text(PROMPT).filter(visible=True).count() >= 1
+    # The code keeps its lines: the answer's text lays out on at least as many lines as it has non-empty lines.
+    lines = page.evaluate(_RENDERED_LINES, "def list_all(directory: str)")
+    assert lines >= sum(1 for line in ANSWER_A.splitlines() if line.strip()), f"answer drew {lines} lines"
+    return boxes
+
+
 def label_in_browser(url: str, email: str, password: str, project: int, task: int, shots: Path) -> None:
     """Log in through the login page, open the task in the labeling editor, choose B / Slightly better, submit."""
     from alignline.annotation.labeling import MARGIN_CHOICES, PREFERRED_CHOICES
@@ -100,7 +172,7 @@ def label_in_browser(url: str, email: str, password: str, project: int, task: in
     margin = next(k for k, v in MARGIN_CHOICES.items() if v == "slightly_better")     # "Slightly better"
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page = browser.new_page(viewport=VIEWPORT)
         page.set_default_timeout(UI_TIMEOUT_MS)
         try:
             page.goto(f"{url}/user/login/")
@@ -112,6 +184,7 @@ def label_in_browser(url: str, email: str, password: str, project: int, task: in
             page.goto(f"{url}/projects/{project}/data?task={task}")
             # The editor shows the pair; the choices are the labels from the XML (labeling.py names them).
             page.get_by_text(ANSWER_B).first.wait_for()
+            print("response columns", check_layout(page, shots))
             choice(page, preferred).check()
             choice(page, margin).check()
             submitted = lambda r: r.request.method == "POST" and f"/api/tasks/{task}/annotations" in r.url  # noqa: E731

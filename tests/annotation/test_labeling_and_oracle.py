@@ -24,13 +24,29 @@ def test_labeling_choices_map_onto_the_contracts_enums():
 def test_configs_show_dialogue_two_responses_and_four_levels(kind):
     root = ET.fromstring(label_config(kind))
     names = {el.get("name"): el for el in root.iter() if el.get("name")}
-    assert names["dialogue"].tag == "Paragraphs" and names["dialogue"].get("layout") == "dialogue"
+    # The conversation is pre-rendered HTML (no transcript widget); the choices still point at `dialogue`.
+    assert names["dialogue"].tag == "HyperText" and names["dialogue"].get("value") == "$conversation"
+    assert not list(root.iter("Paragraphs"))
     assert names["response_a"].get("value") == "$response_a" and names["response_b"].get("value") == "$response_b"
     margins = [c.get("value") for c in names["margin"]]
     assert len(margins) == 4 and margins[2] == "Slightly better"
     hotkeys = [c.get("hotkey") for el in root.iter("Choices") for c in el]
     assert all(hotkeys) and len(set(hotkeys)) == len(hotkeys)
     assert ("safety" in names) == (kind == "safety")
+
+
+@pytest.mark.parametrize("kind", ["helpfulness", "safety"])
+def test_pair_tasks_carry_every_field_the_config_shows_and_escape_the_conversation(kind):
+    # Label Studio refuses to import a task lacking a `$field` the config reads.
+    from alignline.annotation import Side, pair_tasks
+
+    prompt = {"prompt_id": "p1", "is_safety": kind == "safety", "reference": "r",
+              "messages": [{"role": "user", "content": "Is <b>x</b> & y?\n  indented"}]}
+    (task,) = pair_tasks([prompt], Side("policy/1", {}), Side("policy/2", {}), ["a"], ["b"], 1, 1)
+    fields = {el.get("value")[1:] for el in ET.fromstring(label_config(kind)).iter() if (el.get("value") or "").startswith("$")}
+    assert fields <= set(task), fields - set(task)
+    assert "&lt;b&gt;x&lt;/b&gt; &amp; y?\n  indented" in task["conversation"] and "<b>x</b>" not in task["conversation"]
+    assert task["dialogue"] == prompt["messages"]  # harvest reads the structured turns
 
 
 def test_result_roundtrip_and_missing_parts():
