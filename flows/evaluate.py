@@ -26,6 +26,7 @@ from alignline.annotation import select_prompts
 from alignline.config import RunConfig
 from alignline.flows.context import RunContext
 from alignline.flows.promote import champion_report, gate_policy_in_effect
+from alignline.services.evaluation.descriptions import version_description
 from alignline.services.evaluation.heldout import check_held_out
 from alignline.services.evaluation.judges import is_destructive, oracle_score
 from alignline.services.evaluation.model_card import write_model_card
@@ -232,6 +233,7 @@ def evaluate_flow(cfg: RunConfig, policy: str = "candidate", baseline: str | Non
         registry.store_report(POLICY, info.version, report, run_id)
         card_uri = f"runs:/{run_id}/model_card.html"
         registry.set_tags(POLICY, info.version, {"eval.card": card_uri, "eval.gates": verdicts})
+        registry.describe(POLICY, version_description(info.ref, info.tags, report, card_uri), info.version)
     logger.info("evaluation of %s against %s: %s", info.ref, base.ref, verdicts)
     judged = report["rm_win"] or report["oracle_win"]
     return {"policy": info.ref, "baseline": report["baseline"], "judges": report["judges"], "eval_set": eval_ref,

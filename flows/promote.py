@@ -26,6 +26,7 @@ from typing import Any
 from alignline.config import ConfigError, RunConfig
 from alignline.config.evaluation import EvaluationConfig
 from alignline.flows.context import RunContext
+from alignline.services.evaluation.descriptions import history_description
 from alignline.services.evaluation.gate_policy import GatePolicy
 from alignline.services.evaluation.heldout import EvalOverlapError, check_held_out
 from alignline.services.registry import CHAMPION, ModelVersionInfo, Registry, RegistryError
@@ -140,6 +141,7 @@ def _promote(ev: EvaluationConfig, registry: Registry, catalog: Catalog, name: s
                                "Promote anyway with --override (recorded with your name and reason).")
     record = registry.promote(name, info.version, reviewer=reviewer, reason=reason, gates=gates,
                               override=bool(failed and override), gate_policy=policy.to_dict())
+    registry.describe(name, history_description(name, registry.promotion_history(name)))  # the MLflow UI's view
     return {"promoted": info.ref, "previous_champion": record["previous"], "reviewer": reviewer,
             "override": record["override"], "gate_policy": policy.describe(),
             "gates": ", ".join(f"{g['name']}={'pass' if g['passed'] else 'FAIL'}" for g in gates)}

@@ -178,6 +178,13 @@ class Registry:
     def model_names(self) -> list[str]:
         return sorted(m.name for m in self.client.search_registered_models(max_results=1000))
 
+    def describe(self, name: str, description: str, version: str | None = None) -> None:
+        """The Markdown description the MLflow UI shows: of a version, or of the registered model."""
+        if version is None:
+            self.client.update_registered_model(name, description=description)
+        else:
+            self.client.update_model_version(name, str(version), description=description)
+
     def set_tags(self, name: str, version: str, tags: dict[str, Any]) -> None:
         for key, value in tags.items():
             self.client.set_model_version_tag(name, str(version), key, str(value))

@@ -50,6 +50,8 @@ def test_evaluate_checks_held_out_runs_suites_and_refuses_a_leak(prefect_engine,
     low, high = result["win_rate_95ci"]
     assert low <= result["win_rate"] <= high and result["n"] == 6
     report = registry.load_report("policy", "1")
+    description = registry.client.get_model_version("policy", "1").description  # what the MLflow UI shows
+    assert "Evaluated against `policy/1` on `prompts-eval-default@" in description and "| gate |" in description
     assert report["held_out"]["eval_prompts"] == default_eval_prompts_table().num_rows
     assert set(report["suites"]) == {"borderline", "mc_task"}
     assert {"mc1", "mc2"} <= set(report["suites"]["mc_task"]["metrics"])

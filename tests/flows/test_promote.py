@@ -49,6 +49,8 @@ def test_a_50kb_report_round_trips_through_evaluate_and_promote(servers, tmp_pat
     assert out["promoted"] == f"{name}/2" and "win_rate_vs_champion=pass" in out["gates"]
     assert registry.load_report(name, "2") == long_report
     history = registry.promotion_history(name)
+    rows = registry.client.get_registered_model(name).description.splitlines()
+    assert rows[4].split(" | ")[1:4] == ["2", "1", "grace"] and rows[5].split(" | ")[1:4] == ["1", "-", "ada"]
     assert [h["version"] for h in history] == ["1", "2"]
     assert history[1]["gate_policy"]["version"] == 0 and history[1]["gate_policy"]["set_by"] == "from config"
     assert {g["name"]: g["value"] for g in history[1]["gates"]}["win_rate_vs_champion"] == 0.75
