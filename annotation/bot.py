@@ -1,6 +1,6 @@
 """The scripted annotator: a real Label Studio user whose preferences come from a deterministic oracle.
 
-It signs up through the organization's invite link (the admin token reads the
+It signs up like a person (`accounts.sign_up`: the organization's invite link; the admin token reads the
 link, as an admin inviting a person would), logs in like a browser and reads its
 own API token; then it submits annotations to `POST /api/tasks/<id>/annotations/`,
 the endpoint the labeling editor calls. The oracle stands in for a person on the
@@ -21,7 +21,6 @@ from typing import Any, Callable, Sequence
 
 from alignline.storage.schemas import MARGIN_LEVELS, Kind
 
-from .accounts import sign_up
 from .labeling import Judgement, result_for
 from .projects import connect
 
@@ -60,11 +59,6 @@ class Oracle:
 
 
 # -- the bot's Label Studio account ---------------------------------------------------------------
-def sign_up_bot(url: str, admin_token: str, email: str, password: str | None = None) -> dict[str, str]:
-    """Create the bot user through the invite link (as a person would sign up) and return {email, password, token}."""
-    return sign_up(url, admin_token, email, password)
-
-
 def bot_works(url: str, token: str, email: str) -> bool:
     try:
         return connect(url, token).users.whoami().email == email

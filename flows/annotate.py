@@ -13,7 +13,7 @@ from pathlib import Path
 
 from prefect import flow, task
 
-from alignline.annotation import Oracle, annotate_project, bot_works, connect, find_project, sign_up_bot
+from alignline.annotation import Oracle, annotate_project, bot_works, connect, find_project, sign_up
 from alignline.config import RunConfig
 from alignline.config.annotation import AnnotationConfig
 from alignline.flows.context import RunContext, label_studio_token
@@ -33,7 +33,7 @@ def bot_token(home: Path, ls_url: str, n: int) -> str:
         pass
     # A fresh address each sign-up: an account whose secret was lost cannot be logged into again.
     email = f"annotator-bot-{n}-{secrets.token_hex(3)}@alignline.local"
-    cred = sign_up_bot(ls_url, label_studio_token(home), email)
+    cred = sign_up(ls_url, label_studio_token(home), email)  # as a person signs up, through the invite link
     paths.write_secret(home, name, cred)
     return cred["token"]
 

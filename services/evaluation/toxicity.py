@@ -14,7 +14,7 @@ from typing import Mapping, Protocol, Sequence
 
 import torch
 
-from alignline.storage.corpus.report import TOXIC_TERMS, document_terms
+from alignline.storage.corpus.report import is_toxic
 
 
 class ToxicityScorer(Protocol):
@@ -29,7 +29,7 @@ class LexiconToxicity:
     min_terms: int = 1
 
     def __call__(self, texts: Sequence[str]) -> list[float]:
-        return [float(len(document_terms(t) & TOXIC_TERMS) >= self.min_terms) for t in texts]
+        return [float(is_toxic(t, self.min_terms)) for t in texts]
 
 
 def toxic_label_index(id2label: Mapping[int, str]) -> int:

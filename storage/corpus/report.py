@@ -98,10 +98,15 @@ def demographics(texts: Sequence[str], top: int = 5) -> dict[str, Any]:
     }
 
 
+def is_toxic(text: str, min_terms: int) -> bool:
+    """The lexicon proxy's verdict on one text: at least `min_terms` distinct toxicity terms."""
+    return len(document_terms(text) & TOXIC_TERMS) >= min_terms
+
+
 def toxicity_share(texts: Sequence[str], min_terms: int) -> float:
     if not texts:
         return 0.0
-    return sum(len(document_terms(t) & TOXIC_TERMS) >= min_terms for t in texts) / len(texts)
+    return sum(is_toxic(t, min_terms) for t in texts) / len(texts)
 
 
 def _pct(part: int, whole: int) -> str:
