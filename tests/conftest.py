@@ -18,11 +18,14 @@ from alignline.config import RunConfig, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_HOME = Path(os.environ.get("ALIGNLINE_TEST_HOME", REPO / ".alignline-test"))
-# Ports well away from the defaults of a developer's own data dir.
+# Ports well away from the defaults of a developer's own data dir. ALIGNLINE_TEST_PORT_OFFSET shifts
+# them all, so two checkouts (or two developers) can run the integration tests at once on one machine.
+_OFFSET = int(os.environ.get("ALIGNLINE_TEST_PORT_OFFSET", "0"))
 TEST_SERVER_OVERRIDES = [
-    "servers.label_studio_port=28080", "servers.mlflow_port=25000", "servers.prefect_port=24200",
-    "servers.ray_port=26379", "servers.ray_dashboard_port=28265", "servers.ray_client_port=21001",
-    "servers.ray_min_worker_port=30000", "servers.ray_max_worker_port=30999",
+    f"servers.label_studio_port={28080 + _OFFSET}", f"servers.mlflow_port={25000 + _OFFSET}",
+    f"servers.prefect_port={24200 + _OFFSET}", f"servers.ray_port={26379 + _OFFSET}",
+    f"servers.ray_dashboard_port={28265 + _OFFSET}", f"servers.ray_client_port={21001 + _OFFSET}",
+    f"servers.ray_min_worker_port={30000 + 10 * _OFFSET}", f"servers.ray_max_worker_port={30999 + 10 * _OFFSET}",
     "servers.start_timeout_s=300",
 ]
 

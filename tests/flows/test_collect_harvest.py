@@ -60,7 +60,7 @@ def test_collect_annotate_harvest_exactly_once(cfg, tiny_sampler, monkeypatch):
     assert 0 < bots["helpfulness/bot-2"]["submitted"] < bots["helpfulness/bot-1"]["submitted"]  # overlap share only
 
     # A second batch: the admin skips one task and leaves a draft on another before the bots come.
-    url, token = f"http://127.0.0.1:28080", json.loads((cfg.home / "secrets" / "label-studio.json").read_text())["token"]
+    url, token = cfg.servers.url(cfg.servers.label_studio_port), json.loads((cfg.home / "secrets" / "label-studio.json").read_text())["token"]
     admin = connect(url, token)
     run_collect(cfg, iteration=1, batch=2, sampler=tiny_sampler)
     project = find_project(admin, cfg.annotation.helpfulness_project)

@@ -3,6 +3,7 @@ import pytest
 import requests
 
 from alignline.flows.cli import main
+from tests.conftest import TEST_SERVER_OVERRIDES
 
 pytestmark = pytest.mark.integration
 
@@ -25,10 +26,7 @@ def test_smoke_flow_touches_everything(prefect_server):
 
 def test_cli_status_reports_four_healthy(servers, capsys, monkeypatch):
     monkeypatch.setenv("ALIGNLINE_HOME", str(servers.home))
-    args = [f"--set={o}" for o in ("servers.label_studio_port=28080", "servers.mlflow_port=25000",
-                                   "servers.prefect_port=24200", "servers.ray_port=26379",
-                                   "servers.ray_dashboard_port=28265", "servers.ray_client_port=21001",
-                                   "servers.ray_min_worker_port=30000", "servers.ray_max_worker_port=30999")]
+    args = [f"--set={o}" for o in TEST_SERVER_OVERRIDES]
     assert main(["status", *args]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split()[0] for line in lines[:4]] == ["label-studio", "mlflow", "prefect", "ray"]
