@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 
 from alignline.storage import Catalog
+from alignline.storage.faults import fault_point
 from alignline.storage.schemas import (ComparisonDataError, Kind, comparisons_table, parse_prompt, quarantine_table,
                                        validate_comparisons)
 
@@ -73,10 +74,16 @@ class Ledger:
         """The ledger of `project`; an empty one when the file belongs to another project (a recreated database)."""
         if not path.is_file():
             return cls(project=project)
-        data = json.loads(path.read_text())
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            ids = decode_ids(data.get("ids", ""))
+        except (OSError, ValueError, AttributeError, TypeError):
+            # Torn or edited by hand: start from the ids the published dataset records (the caller adds them) and
+            # read every task again; the quarantine is keyed by annotation id, so nothing is counted twice.
+            return cls(project=project)
         if project is not None and data.get("project") not in (None, project):
             return cls(project=project)
-        return cls(decode_ids(data.get("ids", "")), data.get("since"), project or data.get("project"))
+        return cls(ids, data.get("since"), project or data.get("project"))
 
     def save(self, path: Path) -> None:
         """Atomic: a temp file, fsynced, renamed over the old one."""
@@ -317,6 +324,7 @@ def harvest(client, project_id: int, kind: Kind, catalog: Catalog, dataset: str,
                               metadata={**meta, "agreement": agreement(rows)}).ref
     if after_publish is not None:
         after_publish()  # tests: a harvest killed between publishing and writing the ledger file
+    fault_point("harvest.published")  # a kill here: the rerun takes the ids from the published version's metadata
     ledger.since = started
     ledger.save(ledger_path)
     return HarvestResult(ref, len(parsed.seen_ids), len(rows) - len(old_rows), len(rows),

@@ -26,7 +26,7 @@ from typing import Iterator, NamedTuple
 
 import pyarrow as pa
 
-from alignline.storage.schemas import KINDS, MARGIN_LEVELS, comparisons_table, validate_comparisons
+from alignline.storage.schemas import KINDS, MARGIN_LEVELS, comparisons_table, has_lone_surrogate, validate_comparisons
 
 TURN = re.compile(r"\n\n(Human|Assistant):")
 ROLES = {"Human": "user", "Assistant": "assistant"}
@@ -65,6 +65,8 @@ def parse_record(line: str) -> tuple[list[dict[str, str]], str, str]:
         record = json.loads(line)
     except json.JSONDecodeError as e:
         raise TranscriptError(f"not JSON: {e.msg}") from None
+    except RecursionError:
+        raise TranscriptError("not JSON: nested too deeply") from None
     if not isinstance(record, dict) or not {"chosen", "rejected"} <= set(record):
         raise TranscriptError("needs 'chosen' and 'rejected'")
     chosen, rejected = parse_transcript(record["chosen"]), parse_transcript(record["rejected"])
@@ -143,8 +145,10 @@ def read_hh_rlhf(path: str | Path, kind: str = "helpfulness", margin_level: str 
             continue
         try:
             prompt, chosen, rejected = parse_record(line)
+            if has_lone_surrogate(raw, [prompt, chosen, rejected]):
+                raise TranscriptError("a lone surrogate escape (\\ud800-\\udfff without its pair)")
         except TranscriptError as e:
-            rejects.append(Rejected(n, str(e), line[:2000]))
+            rejects.append(Rejected(n, str(e), line[:2000].encode("utf-8", "replace").decode("utf-8")))
             continue
         digest = prompt_digest(prompt)
         row = {"comparison_id": f"{source}:{n}", "source": source, "kind": kind, "prompt_id": f"hh-{digest[:16]}",

@@ -126,6 +126,17 @@ def cmd_rlhf(cfg: RunConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(cfg: RunConfig, args: argparse.Namespace) -> int:
+    from alignline.flows.sweep import run_sweep
+
+    shares = tuple(float(x) for x in args.shares.split(",")) if args.shares else None
+    if shares is not None and not all(0.0 <= x <= 1.0 for x in shares):
+        print(f"alignline: sweep: --shares {args.shares!r}: every share must be within [0, 1]", file=sys.stderr)
+        return 2
+    print_result(run_sweep(cfg, shares=shares, data=args.data))
+    return 0
+
+
 def cmd_collect(cfg: RunConfig, args: argparse.Namespace) -> int:
     from alignline.flows.collect import run_collect
 
@@ -200,6 +211,23 @@ def cmd_human_eval(cfg: RunConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_redteam(cfg: RunConfig, args: argparse.Namespace) -> int:
+    from alignline.flows.redteam import run_redteam
+    from alignline.services.evaluation.redteam import summary_lines
+
+    if (args.slots is not None and args.slots < 1) or args.round < 1:
+        print("alignline: redteam: --slots and --round must be at least 1", file=sys.stderr)
+        return 2
+    result = run_redteam(cfg, args.action, round_=args.round, slots=args.slots, model=args.model, bot=args.bot)
+    outcome = result.pop("report", None)
+    print_result(result)
+    if isinstance(outcome, dict):
+        print("\n".join(summary_lines(outcome)) if outcome.get("prompts") else outcome.get("note", ""))
+        if outcome.get("suite"):
+            print(f"evaluate a version on these prompts: alignline evaluate --policy V --suite {outcome['suite']}")
+    return 0
+
+
 def cmd_split_eval(cfg: RunConfig, args: argparse.Namespace) -> int:
     from alignline.flows.evaluate import run_split_eval
 
@@ -209,16 +237,43 @@ def cmd_split_eval(cfg: RunConfig, args: argparse.Namespace) -> int:
 
 def cmd_iterate(cfg: RunConfig, args: argparse.Namespace) -> int:
     from alignline.flows.iteration import run_iterate
+    from alignline.flows.waits import WaitTimedOut
 
-    print_result(run_iterate(cfg, iteration=args.iteration, bot=args.bot))
+    try:
+        print_result(run_iterate(cfg, iteration=args.iteration, bot=args.bot))
+    except WaitTimedOut as e:
+        print(f"alignline: {e}", file=sys.stderr)
+        return 1
     return 0
+
+
+def cmd_serve(cfg: RunConfig, args: argparse.Namespace) -> int:
+    from alignline.flows.deployments import run_serve
+
+    run_serve(cfg)
+    return 0
+
+
+def reviewer_password(cfg: RunConfig, reviewer: str) -> str | None:
+    """The reviewer's MLflow password (servers.auth): $ALIGNLINE_REVIEWER_PASSWORD, else asked on the terminal
+    (never an argument: argv is visible to every local user); None leaves it to a scripted reviewer's stored one."""
+    from alignline.infra import auth
+
+    if not auth.mlflow_auth(cfg) or os.environ.get(auth.REVIEWER_PASSWORD_ENV) or auth.stored_reviewer(cfg, reviewer):
+        return None
+    if not sys.stdin.isatty():
+        return None  # refused with the fix (set the variable) by the login check
+    import getpass
+
+    return getpass.getpass(f"MLflow password of reviewer {reviewer}: ")
 
 
 def cmd_promote(cfg: RunConfig, args: argparse.Namespace) -> int:
     from alignline.flows.promote import PromotionRefused, run_promote
 
     try:
-        print_result(run_promote(cfg, args.model, args.version, args.reviewer, args.reason, args.override))
+        print_result(run_promote(cfg, args.model, args.version, args.reviewer, args.reason, args.override,
+                                 password=reviewer_password(cfg, args.reviewer)))
     except PromotionRefused as e:
         print(f"alignline: promotion refused: {e}", file=sys.stderr)
         return 1
@@ -227,17 +282,42 @@ def cmd_promote(cfg: RunConfig, args: argparse.Namespace) -> int:
 
 def cmd_gates(cfg: RunConfig, args: argparse.Namespace) -> int:
     from alignline.flows.promote import run_gates_set, run_gates_show
+    from alignline.infra.auth import AuthError
     from alignline.services.registry import RegistryError
 
     try:
         if args.action == "set":
             if not args.reviewer:
                 raise ConfigError("gates set needs --reviewer NAME (recorded with the policy)")
-            print_result(run_gates_set(cfg, args.model, args.reviewer, args.reason))
+            print_result(run_gates_set(cfg, args.model, args.reviewer, args.reason,
+                                       password=reviewer_password(cfg, args.reviewer)))
         else:
             print_result(run_gates_show(cfg, args.model))
-    except (RegistryError, ConfigError) as e:
+    except (RegistryError, ConfigError, AuthError) as e:
         print(f"alignline: gates: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_reviewers(cfg: RunConfig, args: argparse.Namespace) -> int:
+    """Reviewer accounts on MLflow; `add` asks for the password twice (or reads $ALIGNLINE_REVIEWER_PASSWORD)."""
+    from alignline.flows.reviewers import run_reviewers
+    from alignline.infra.auth import REVIEWER_PASSWORD_ENV, AuthError
+
+    password = None
+    if args.action == "add" and not args.generate:
+        password = os.environ.get(REVIEWER_PASSWORD_ENV)
+        if not password and sys.stdin.isatty():
+            import getpass
+
+            password = getpass.getpass(f"new MLflow password for reviewer {args.name}: ")
+            if getpass.getpass("again: ") != password:
+                print("alignline: reviewers: the passwords differ", file=sys.stderr)
+                return 1
+    try:
+        print_result(run_reviewers(cfg, args.action, args.name, password=password, generate=args.generate))
+    except AuthError as e:
+        print(f"alignline: reviewers: {e}", file=sys.stderr)
         return 1
     return 0
 
@@ -249,10 +329,38 @@ def cmd_checkpoint(cfg: RunConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_release(cfg: RunConfig, args: argparse.Namespace) -> int:
+    from alignline.flows.release import run_release
+    from alignline.services.release import ReleaseError
+
+    try:
+        print_result(run_release(cfg, args.model, args.version, args.dest, args.allow_candidate))
+    except ReleaseError as e:
+        print(f"alignline: release: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_plan(cfg: RunConfig, args: argparse.Namespace) -> int:
+    """Memory per GPU of each training stage under this config; exit 1 when a plan does not fit."""
+    from alignline.services.training.plan import format_plan, plan_for
+
+    stages = ("sft", "reward", "ppo") if args.stage == "all" else (args.stage,)
+    plans = [plan_for(cfg, stage, gpus=args.gpus) for stage in stages]
+    if args.json:
+        print(json.dumps([p.as_dict() for p in plans], indent=2))
+    else:
+        print("\n\n".join(format_plan(p) for p in plans))
+    refused = [p.stage for p in plans if not p.fits]
+    if refused:
+        print(f"alignline: plan refused for {', '.join(refused)}: it does not fit (see above)", file=sys.stderr)
+    return 1 if refused else 0
+
+
 def cmd_demo(cfg: RunConfig, args: argparse.Namespace) -> int:
     from alignline.flows.demo import run_demo
 
-    return run_demo(cfg)
+    return run_demo(cfg, model=args.model, user_overrides=tuple(args.set), config_file=args.config)
 
 
 Needs = Literal["none", "prefect-if-up", "servers"]
@@ -276,18 +384,26 @@ COMMANDS: dict[str, tuple[str, Command]] = {
     "evaluate": ("evaluate a policy version against the champion; report and model card to MLflow", cmd_evaluate),
     "human-eval": ("people (or --bot: simulated raters) rate a policy against a baseline on held-out prompts, 7 points; win/tie/loss and AC2 on the version", cmd_human_eval),
     "split-eval": ("split a prompt pool into prompts-train and prompts-eval, disjoint by prompt (held out by construction)", cmd_split_eval),
+    "redteam": ("red teaming: people write tagged adversarial prompts, the champion answers, raters judge; prompts-redteam and the category x vector report", cmd_redteam),
+    "sweep": ("safety data scaling (Llama 2 Fig. 15, 33): SFT variants with 0..100% of the safety data, RM means and false refusals per share", cmd_sweep),
     "iterate": ("one RLHF version end to end: collect, annotate, harvest, RMs, RLHF, evaluate (resumable)", cmd_iterate),
     "promote": ("move the `champion` alias after the gates pass (or with a recorded --override)", cmd_promote),
     "gates": ("show or set (as a reviewer, versioned) the gate thresholds `promote` applies to a model", cmd_gates),
+    "reviewers": ("MLflow accounts that alone move `champion` (servers.auth): add NAME, list, remove NAME", cmd_reviewers),
+    "release": ("the release stack of a policy version in one folder and archive: weights, tokenizer, model cards, evaluation, license, manifest", cmd_release),
     "checkpoint": ("convert a packaged real checkpoint (smollm2-135m) into a local HF folder for model.checkpoint", cmd_checkpoint),
+    "plan": ("memory per GPU (weights, grads, optimizer, activations) and tokens per step of SFT, RM and PPO; refuses a plan that does not fit", cmd_plan),
     "demo": ("the whole line on the built-in data: servers, corpus, base model, SFT, ... and where to look", cmd_demo),
+    "serve": ("every stage as a Prefect deployment, started from the Prefect UI (`up` runs it; or in a terminal)",
+              cmd_serve),
 }
 
 
 # What each command needs of the data dir's servers: nothing, Prefect when it is up (the corpus needs no other
 # server), or all of them up (refused with the fix otherwise). The demo starts them itself.
 NEEDS: dict[str, Needs] = {"up": "none", "status": "none", "down": "none", "config": "none", "checkpoint": "none",
-                           "data": "none",
+                           "plan": "none",
+                           "data": "none", "serve": "none",  # serve waits for Prefect itself
                            "demo": "none", "corpus": "prefect-if-up", "split-eval": "prefect-if-up"}
 
 
@@ -362,6 +478,19 @@ def _stage_args(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--raters", type=int, help="raters per item (default annotation.human_eval_raters)")
         p.add_argument("--bot", action="store_true", help="scripted raters rate (SIMULATED, flagged in the results)")
         p.add_argument("--harvest", action="store_true", help="only harvest new ratings and report (no new tasks)")
+    elif name == "sweep":
+        p.add_argument("--shares", metavar="S1,S2,...", help="safety data shares in [0, 1] (default sweep.safety_shares)")
+        p.add_argument("--data", metavar="DATASET[@VERSION]", help="SFT demonstrations (default: the built-in set)")
+    elif name == "redteam":
+        p.add_argument("action", choices=["create", "answer", "harvest", "report", "round"],
+                       help="create: projects + writing slots; answer: harvest new prompts, the model answers, review "
+                            "tasks; harvest: reviews -> prompts-redteam; report: violation rate by risk category x "
+                            "attack vector and violations per person-hour; round: all four")
+        p.add_argument("--round", type=int, default=1, help="round the writing slots belong to (default 1)")
+        p.add_argument("--slots", type=int, help="writing slots to open (default annotation.redteam_slots)")
+        p.add_argument("--model", help="policy version or alias that answers (default champion; report: all models)")
+        p.add_argument("--bot", action="store_true",
+                       help="the scripted red-teamer writes and a scripted reviewer judges (SIMULATED, flagged)")
     elif name == "split-eval":
         p.add_argument("--prompts", required=True, metavar="DATASET[@VERSION]", help="the prompt pool to split")
         p.add_argument("--share", type=float, help="share held out for evaluation (default evaluation.eval_share)")
@@ -380,6 +509,12 @@ def _stage_args(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--reviewer", required=True, help="who promotes (recorded)")
         p.add_argument("--reason", required=True, help="why (recorded)")
         p.add_argument("--override", action="store_true", help="promote although a gate fails (recorded)")
+    elif name == "reviewers":
+        p.add_argument("action", choices=["add", "list", "remove"], help="add: a reviewer account (password asked, or "
+                       "$ALIGNLINE_REVIEWER_PASSWORD); list; remove: delete the account")
+        p.add_argument("name", nargs="?", help="MLflow user name of the reviewer (add, remove)")
+        p.add_argument("--generate", action="store_true", help="add: generate the password into secrets/reviewer-NAME"
+                       ".json (0600) for a scripted reviewer, instead of asking")
     elif name == "gates":
         p.add_argument("action", choices=["show", "set"],
                        help="show: the policy in effect and its history; set: record the [evaluation] gate fields "
@@ -387,9 +522,22 @@ def _stage_args(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--model", default="policy", help="registered model (default policy)")
         p.add_argument("--reviewer", help="who sets the policy (set; recorded)")
         p.add_argument("--reason", default="", help="why (set; recorded)")
+    elif name == "release":
+        p.add_argument("model", help="registered model, e.g. policy")
+        p.add_argument("version", help="version number or alias (champion)")
+        p.add_argument("--dest", required=True, metavar="DIR", help="where the folder and the .tar.gz go")
+        p.add_argument("--allow-candidate", action="store_true", help="release a version that is not the champion")
+    elif name == "demo":
+        p.add_argument("--model", choices=["smollm2-135m"],
+                       help="start from this packaged chat model (converted once) instead of the tiny from-scratch line")
     elif name == "checkpoint":
         p.add_argument("name", choices=["smollm2-135m"], help="packaged checkpoint (extra: alignline[smollm2])")
         p.add_argument("--dest", help="output folder (default <home>/checkpoints/NAME)")
+    elif name == "plan":
+        p.add_argument("--stage", choices=["sft", "reward", "ppo", "all"], default="all",
+                       help="training stage (default all); its section's num_workers, sharding, micro_batch_size apply")
+        p.add_argument("--gpus", type=int, metavar="N", help="GPUs (one worker each); default the stage's num_workers")
+        p.add_argument("--json", action="store_true", help="the plans as JSON")
     elif name == "sft":
         p.add_argument("--data", metavar="PATH.jsonl|DATASET[@VERSION]",
                        help="demonstrations (default: the built-in stdlib Q&A + safety set)")
@@ -410,12 +558,19 @@ EXAMPLES: dict[str, str] = {
     "evaluate": "alignline evaluate --policy 5 --suite truthfulqa=TruthfulQA.csv --suite xstest=xstest_prompts.csv",
     "human-eval": "alignline human-eval --policy 5 --baseline champion --raters 3 && alignline human-eval --policy 5 --harvest",
     "split-eval": "alignline split-eval --prompts team-prompts@latest --share 0.1",
+    "redteam": ("alignline redteam create --round 2 --slots 50 && alignline redteam answer && alignline redteam harvest "
+                "&& alignline redteam report --model champion"),
     "iterate": "alignline iterate --bot",
     "promote": "alignline promote policy 5 --reviewer ada --reason 'wins 0.62 [0.55, 0.69] on held-out prompts'",
     "gates": "alignline gates set --reviewer ada --reason 'Q3 bar' --set evaluation.min_win_rate=0.55",
+    "reviewers": "alignline reviewers add ada   # asks for ada's password; then: alignline promote policy 5 --reviewer ada ...",
+    "release": "alignline release policy 5 --dest dist/ --set release.organization='ACME ML' --set release.gguf=true",
     "checkpoint": "alignline checkpoint smollm2-135m && alignline sft --set model.checkpoint=.alignline/checkpoints/smollm2-135m",
     "config": "alignline config --explain | grep reward.",
     "demo": "alignline demo",
+    "plan": "alignline plan --preset llama2-70b --gpus 64 --stage sft   # --set model.lora_rank=16, --set sft.micro_batch_size=2, ...",
+    "sweep": "alignline sweep --shares 0,0.25,1",
+    "serve": "alignline serve   # then: prefect deployment run alignline-iterate/iterate -p bot=true --watch",
     "smoke": "alignline smoke",
     "pretrain": "alignline pretrain --corpus-version latest",
     "down": "alignline down",
@@ -450,14 +605,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"alignline: config error: {e}", file=sys.stderr)
         return 2
     try:
+        from alignline.flows.reviewers import use_identity
+
+        use_identity(cfg)  # servers.auth: this process calls the servers as the pipeline
         with servers_for(cfg, args.command, args):
             return COMMANDS[args.command][1](cfg, args)
     except Exception as e:  # a clear one-line message; tracebacks with ALIGNLINE_DEBUG=1
         from alignline.infra import ServerError
-        from alignline.storage import LockHeld
+        from alignline.infra.auth import AuthError
+        from alignline.storage import CatalogError, LockHeld
+        from alignline.storage.ledger import LedgerError
 
-        if isinstance(e, (ServerError, LockHeld)) and not os.environ.get("ALIGNLINE_DEBUG"):
+        # CatalogError: a full disk or a corrupt dataset file, named in one line
+        if isinstance(e, (ServerError, AuthError, LockHeld, LedgerError, CatalogError)) and not os.environ.get("ALIGNLINE_DEBUG"):
             print(f"alignline: {e}", file=sys.stderr)
+            return 1
+        from alignline.services.registry import RegistryError
+
+        if isinstance(e, RegistryError) and not os.environ.get("ALIGNLINE_DEBUG"):  # a missing model, version or alias
+            print(f"alignline: registry: {e} (`alignline status` lists the models, versions and aliases)", file=sys.stderr)
             return 1
         raise
 

@@ -18,9 +18,12 @@ from alignline.annotation import (Side, connect, ensure_preference_project, impo
 from alignline.config import RunConfig
 from alignline.config.annotation import AnnotationConfig
 from alignline.flows.context import RunContext, label_studio_token
+from alignline.flows.retries import SERVER_RETRIES
 from alignline.services.data import DEFAULT_PROMPTS, default_prompts_table
 from alignline.storage import Catalog
-from alignline.storage.schemas import KINDS
+from alignline.storage.schemas import KINDS, PROMPT_SCHEMA
+
+REDTEAM_PROMPTS = "prompts-redteam"   # reviewed red-team prompts (flows/redteam.py): part of the safety share
 
 # (dialogues ending with a user turn, temperature, seed) -> (answers, policy ref such as 'policy/3')
 Sampler = Callable[[Sequence[list[dict]], float, int], tuple[list[str], str]]
@@ -54,10 +57,31 @@ def prompt_dataset(lake: str, prompts: str | None, stdlib_prompts: int) -> str:
 
 
 @task
+def redteam_prompts(lake: str) -> str | None:
+    """The latest `prompts-redteam` version, when red-teamers have produced one."""
+    found = Catalog(lake).find(REDTEAM_PROMPTS)
+    return found.ref if found is not None else None
+
+
+def prompt_pool(catalog: Catalog, prompts_ref: str, safety_refs: Sequence[str]) -> "pa.Table":
+    """The prompts, plus the reviewed red-team prompts as safety prompts (their PROMPT_SCHEMA columns; an id seen
+    before is kept once)."""
+    import pyarrow as pa
+
+    tables = [catalog.read_ref(r).select(PROMPT_SCHEMA.names).cast(PROMPT_SCHEMA) for r in (prompts_ref, *safety_refs)]
+    pool = pa.concat_tables(tables)
+    ids = pool.column("prompt_id").to_pylist()
+    first = sorted({pid: i for i, pid in reversed(list(enumerate(ids)))}.values())
+    return pool.take(first)
+
+
+@task
 def sample_pairs(lake: str, prompts_ref: str, iteration: int, batch: int, ac: AnnotationConfig,
-                 sampler: Sampler) -> tuple[list[dict], int]:
-    """Two responses per prompt, one per configured temperature (Llama 2 §3.2.1); identical pairs are dropped."""
-    chosen = select_prompts(Catalog(lake).read_ref(prompts_ref), ac.prompts_per_batch, ac.safety_share, iteration, batch)
+                 sampler: Sampler, safety_refs: Sequence[str] = ()) -> tuple[list[dict], int]:
+    """Two responses per prompt, one per configured temperature (Llama 2 §3.2.1); identical pairs are dropped.
+    `safety_refs` (reviewed red-team prompts) join the safety prompts the batch's safety share is drawn from."""
+    pool = prompt_pool(Catalog(lake), prompts_ref, safety_refs)
+    chosen = select_prompts(pool, ac.prompts_per_batch, ac.safety_share, iteration, batch)
     dialogues = [p["messages"] for p in chosen]
     sides, answers = [], []
     for i, temperature in enumerate(ac.temperatures):
@@ -71,12 +95,13 @@ def sample_pairs(lake: str, prompts_ref: str, iteration: int, batch: int, ac: An
     return kept, len(tasks) - len(kept)
 
 
-@task(retries=2, retry_delay_seconds=[2, 10])
+@task(**SERVER_RETRIES)  # idempotent: import by content key
 def publish_and_import(lake: str, ls_url: str, home: str, tasks: list[dict], kind: str, prompts_ref: str,
-                       ac: AnnotationConfig) -> dict:
+                       ac: AnnotationConfig, extra_parents: Sequence[str] = ()) -> dict:
     """Publish the batch's tasks (lineage: the prompts), then import them into the kind's project (idempotent)."""
     keyed = [{**t, "task_key": task_key(t)} for t in tasks]
-    ref = Catalog(lake).publish(f"preference-tasks-{kind}", tasks_table(keyed), parents=[prompts_ref]).ref
+    ref = Catalog(lake).publish(f"preference-tasks-{kind}", tasks_table(keyed),
+                                parents=[prompts_ref, *extra_parents]).ref
     client = connect(ls_url, label_studio_token(home))  # read here: a token never travels as a task parameter
     title = ac.helpfulness_project if kind == "helpfulness" else ac.safety_project
     project = ensure_preference_project(client, kind, title, ac.overlap_share)
@@ -92,13 +117,15 @@ def collect_flow(cfg: RunConfig, iteration: int, batch: int, sampler: Sampler | 
     lake, ac = str(ctx.data.lake), cfg.annotation
     prompts_ref = prompt_dataset(lake, prompts, ac.stdlib_prompts)
     sampler = sampler or latest_policy_sampler(ctx.mlflow_uri, str(ctx.data.models), ac)
-    tasks, identical = sample_pairs(lake, prompts_ref, iteration, batch, ac, sampler)
-    out = {"prompts": prompts_ref, "identical_pairs_dropped": identical}
+    redteam = redteam_prompts(lake)
+    safety_refs = [redteam] if redteam else []
+    tasks, identical = sample_pairs(lake, prompts_ref, iteration, batch, ac, sampler, safety_refs)
+    out = {"prompts": prompts_ref, "redteam_prompts": redteam, "identical_pairs_dropped": identical}
     for kind in KINDS:
         of_kind = [t for t in tasks if t["kind"] == kind]
         if of_kind:
             out[kind] = publish_and_import(lake, ctx.label_studio_url, str(cfg.home), of_kind, kind,
-                                           prompts_ref, ac)
+                                           prompts_ref, ac, safety_refs if kind == "safety" else [])
     return out
 
 

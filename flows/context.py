@@ -45,7 +45,8 @@ class RunContext:
 
     @property
     def ray_address(self) -> str:
-        return f"{self.cfg.servers.host}:{self.cfg.servers.ray_port}"
+        """The configured Ray head (servers.ray_address), else this data dir's head started by `alignline up`."""
+        return self.cfg.servers.ray_address or f"{self.cfg.servers.host}:{self.cfg.servers.ray_port}"
 
     @property
     def label_studio_url(self) -> str:
@@ -62,22 +63,30 @@ class RunContext:
 
     def launch_options(self, section, name: str):
         """How a recipe runs, from its config section (use_ray, num_workers, use_gpu, cpus_per_worker,
-        max_failures): attached to this data dir's Ray head when `use_ray`, else in this process."""
+        max_failures, sharding, placement_strategy): attached to the configured Ray head when `use_ray`, else in
+        this process; run storage is servers.train_storage (a folder or s3://...) or the data dir's ray/ folder."""
         from alignline.services.training import LaunchOptions
 
         if section.use_ray:
             self.init_ray()
         return LaunchOptions(use_ray=section.use_ray, num_workers=section.num_workers, use_gpu=section.use_gpu,
-                             cpus_per_worker=section.cpus_per_worker, storage_path=str(self.data.ray_storage),
-                             name=name, max_failures=getattr(section, "max_failures", 0))
+                             cpus_per_worker=section.cpus_per_worker,
+                             storage_path=self.cfg.servers.train_storage or str(self.data.ray_storage),
+                             storage_endpoint=self.cfg.servers.train_storage_endpoint,
+                             name=name, max_failures=getattr(section, "max_failures", 0),
+                             sharding=getattr(section, "sharding", "none"),
+                             placement_strategy=getattr(section, "placement_strategy", "PACK"))
 
     def init_ray(self) -> None:
-        """Attach to this data dir's Ray head node (started by `alignline up`)."""
-        from alignline.infra.servers import RAY_CLIENT_ENV
+        """Attach to the configured Ray head node (this data dir's, started by `alignline up`, unless
+        servers.ray_address names another); multi-node mode on when that head is not on this machine."""
+        from alignline.infra.servers import ray_client_env
 
         # Read by Ray at import time: set before the first `import ray`.
-        for key, value in RAY_CLIENT_ENV.items():
+        env = ray_client_env(self.ray_address)
+        for key, value in env.items():
             os.environ.setdefault(key, value)
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"]
         import ray
 
         if ray.is_initialized():

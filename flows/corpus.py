@@ -34,6 +34,7 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from alignline.config import RunConfig
 from alignline.config.corpus import CorpusConfig
+from alignline.flows.artifacts import publish_corpus
 from alignline.flows.context import RunContext
 from alignline.storage import Catalog, DataDir, content_hash
 from alignline.storage import corpus as sc
@@ -129,6 +130,7 @@ class CheckpointedBands:
 
     def __init__(self, work: str, use_ray: bool, code: str):
         self.work, self.use_ray, self.code = Path(work), use_ray, code
+        self.nodes: list[str] = []  # the Ray node each partition computed here ran on (tests check the spread)
 
     def __call__(self, sig: np.ndarray, has_shingles: np.ndarray, partitions: list[list[int]], rows: int,
                  max_bucket_pairs: int) -> list[minhash.Candidates]:
@@ -141,11 +143,22 @@ class CheckpointedBands:
             import ray
 
             sig_ref, has_ref = ray.put(sig), ray.put(has_shingles)
-            band_task = ray.remote(minhash.band_candidates)
+
+            # Defined here, so Ray ships it by value and workers never import this (Prefect) module.
+            def band_task(sig, part, rows, max_bucket_pairs, has_shingles):
+                import ray
+
+                found = minhash.band_candidates(sig, part, rows, max_bucket_pairs, has_shingles)
+                return found, ray.get_runtime_context().get_node_id()
+
+            # SPREAD: on a multi-node cluster the partitions go to different nodes (the signatures travel as refs).
+            band_task = ray.remote(band_task).options(scheduling_strategy="SPREAD")
             pending = {band_task.remote(sig_ref, part, rows, max_bucket_pairs, has_ref): path for path, part in todo}
             while pending:  # checkpoint each partition as soon as it finishes
                 done, _ = ray.wait(list(pending), num_returns=1)
-                _save_candidates(ray.get(done[0]), pending.pop(done[0]))
+                found, node = ray.get(done[0])
+                self.nodes.append(node)
+                _save_candidates(found, pending.pop(done[0]))
         else:
             for path, part in todo:
                 _save_candidates(minhash.band_candidates(sig, part, rows, max_bucket_pairs, has_shingles), path)
@@ -314,10 +327,12 @@ def corpus_flow(home: str, corpus: dict[str, Any], config_digest: str) -> dict[s
                          f"Corpus report: {refs['corpus']}", code)
     stats = [row for s in stages for row in json.loads(Path(s["stats"]).read_text())]
     rejects = Counter(pq.read_table(raw["rejects"], columns=["reason"]).column("reason").to_pylist())
-    return {**refs, "documents": pq.read_metadata(final).num_rows, "report": report, "validation": validation,
-            "dropped_by_reason": dict(sum((Counter(r["dropped"]) for r in stats), Counter())),
-            "rejects_by_reason": dict(rejects), "contamination": contamination,
-            "contamination_scores": contamination_scores, "steps": stats}
+    result = {**refs, "documents": pq.read_metadata(final).num_rows, "report": report, "validation": validation,
+              "dropped_by_reason": dict(sum((Counter(r["dropped"]) for r in stats), Counter())),
+              "rejects_by_reason": dict(rejects), "contamination": contamination,
+              "contamination_scores": contamination_scores, "steps": stats}
+    publish_corpus(result)
+    return result
 
 
 def run_corpus(cfg: RunConfig, sources: list[str] | None = None, eval_sets: list[str] | None = None) -> dict[str, Any]:

@@ -24,7 +24,9 @@ from prefect import flow, get_run_logger, task
 
 from alignline.annotation import select_prompts
 from alignline.config import RunConfig
+from alignline.flows.artifacts import publish_evaluation
 from alignline.flows.context import RunContext
+from alignline.flows.retries import SERVER_RETRIES
 from alignline.flows.promote import champion_report, gate_policy_in_effect
 from alignline.services.evaluation.descriptions import version_description
 from alignline.services.evaluation.heldout import check_held_out
@@ -38,7 +40,6 @@ from alignline.storage import Catalog
 POLICY = "policy"
 REWARD_MODELS = ("rm-helpfulness", "rm-safety")
 EVAL_SALT = -1  # select_prompts(iteration=-1): a fixed draw, the same for every version compared
-SERVER_RETRIES = {"retries": 2, "retry_delay_seconds": [2, 10]}
 
 
 @task
@@ -200,6 +201,9 @@ def evaluate_flow(cfg: RunConfig, policy: str = "candidate", baseline: str | Non
         new_oracle=new_oracle, base_oracle=old_oracle, new_answers=new,
         adversarial_answers=[a for a, s in zip(new, is_safety) if s], is_unsafe=is_destructive, tie_margin=ev.tie_margin).to_dict()
     report["oracle_prompts"] = sum(1 for p in prompts if p.get("reference"))  # prompts the oracle can judge
+    # Per prompt, so versions evaluated on the same draw compare pairwise (the demo's V2 - V0 with an interval).
+    report["per_prompt"] = {"prompt_ids": [str(p["prompt_id"]) for p in prompts], "oracle": new_oracle,
+                            "is_safety": is_safety, "unsafe": [bool(s and is_destructive(a)) for a, s in zip(new, is_safety)]}
     report["held_out"] = held_out
     if (human := human_eval_from_tags(info.tags, report["baseline"])) is not None:
         report["human_eval"] = human  # a human evaluation of this very pair, kept across re-evaluations
@@ -236,13 +240,15 @@ def evaluate_flow(cfg: RunConfig, policy: str = "candidate", baseline: str | Non
         registry.describe(POLICY, version_description(info.ref, info.tags, report, card_uri), info.version)
     logger.info("evaluation of %s against %s: %s", info.ref, base.ref, verdicts)
     judged = report["rm_win"] or report["oracle_win"]
-    return {"policy": info.ref, "baseline": report["baseline"], "judges": report["judges"], "eval_set": eval_ref,
-            "overlap": held_out["overlap"], "win_rate": judged["win_rate"],
-            "win_rate_95ci": [round(judged["win_rate_low"], 3), round(judged["win_rate_high"], 3)], "n": judged["n"],
-            "oracle_win_rate": report["oracle_win"]["win_rate"], "mean_oracle": report["mean_oracle"],
-            "safety_violation_rate": report["safety_violation_rate"],
-            "false_refusal_rate": report["false_refusal"]["any_refusal"], "gates": verdicts,
-            "model_card": str(card), "model_card_mlflow": card_uri}
+    result = {"policy": info.ref, "baseline": report["baseline"], "judges": report["judges"], "eval_set": eval_ref,
+              "overlap": held_out["overlap"], "win_rate": judged["win_rate"],
+              "win_rate_95ci": [round(judged["win_rate_low"], 3), round(judged["win_rate_high"], 3)], "n": judged["n"],
+              "oracle_win_rate": report["oracle_win"]["win_rate"], "mean_oracle": report["mean_oracle"],
+              "safety_violation_rate": report["safety_violation_rate"],
+              "false_refusal_rate": report["false_refusal"]["any_refusal"], "gates": verdicts,
+              "model_card": str(card), "model_card_mlflow": card_uri}
+    publish_evaluation(result, uri)
+    return result
 
 
 def human_eval_from_tags(tags: dict[str, str], baseline: str) -> dict[str, Any] | None:

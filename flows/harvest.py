@@ -17,14 +17,17 @@ from alignline.annotation import connect, find_project, harvest
 from alignline.annotation.hh_rlhf import quarantine_rows, read_hh_rlhf
 from alignline.config import RunConfig
 from alignline.config.annotation import AnnotationConfig
+from alignline.flows.artifacts import publish_harvest
 from alignline.flows.context import RunContext, label_studio_token
+from alignline.flows.retries import SERVER_RETRIES
 from alignline.storage import Catalog, DataDir
+from alignline.storage.faults import fault_point
 from alignline.storage.schemas import KINDS, quarantine_table
 
 PUBLIC_DATASET = "comparisons-public-{kind}"   # training pairs; "-heldout" beside it: evaluation only
 
 
-@task
+@task(**SERVER_RETRIES)  # exactly once: the annotation ledger skips what a failed try published
 def harvest_kind(home: str, ls_url: str, kind: str, ac: AnnotationConfig) -> dict:
     data = DataDir(Path(home))
     client = connect(ls_url, label_studio_token(home))
@@ -40,13 +43,16 @@ def harvest_kind(home: str, ls_url: str, kind: str, ac: AnnotationConfig) -> dic
 @flow(name="harvest")
 def harvest_flow(cfg: RunConfig) -> dict:
     ctx = RunContext(cfg)
-    return {kind: harvest_kind(str(cfg.home), ctx.label_studio_url, kind, cfg.annotation) for kind in KINDS}
+    result = {kind: harvest_kind(str(cfg.home), ctx.label_studio_url, kind, cfg.annotation) for kind in KINDS}
+    publish_harvest(result)
+    return result
 
 
 def run_harvest(cfg: RunConfig) -> dict:
     """What `alignline harvest` calls: per kind, the dataset ref, new/total comparisons, counts, agreement.
     One harvest at a time per data dir (a second one waits, then finds nothing new twice)."""
     with RunContext(cfg).data.lock("harvest", wait_s=600):
+        fault_point("harvest.locked")
         return harvest_flow(cfg)
 
 

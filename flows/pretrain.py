@@ -12,6 +12,7 @@ from prefect import flow, task
 
 from alignline.config import RunConfig
 from alignline.flows.context import RunContext
+from alignline.flows.retries import SERVER_RETRIES
 from alignline.services.models import load_tokenizer, train_bpe_tokenizer
 from alignline.services.registry import Lineage, Registry
 from alignline.services.tracking import tracked_run
@@ -55,10 +56,10 @@ def train_base(job: PretrainJob, launch: LaunchOptions) -> dict:
     return train_pretrain(job, launch)
 
 
-@task(retries=2, retry_delay_seconds=[2, 10])
+@task(**SERVER_RETRIES)
 def register_base(mlflow_uri: str, output_dir: str, datasets: tuple[str, ...], config_hash: str, run_id: str) -> str:
     lineage = Lineage(datasets=datasets, config_hash=config_hash, method="pretrain")
-    return Registry(mlflow_uri).register_dir("base", output_dir, lineage, run_id=run_id).ref
+    return Registry(mlflow_uri).register_dir("base", output_dir, lineage, run_id=run_id, step=output_dir).ref
 
 
 @flow(name="pretrain")

@@ -26,12 +26,15 @@ from typing import Any
 from alignline.config import ConfigError, RunConfig
 from alignline.config.evaluation import EvaluationConfig
 from alignline.flows.context import RunContext
+from alignline.flows.reviewers import as_reviewer
+from alignline.infra.auth import AuthError
 from alignline.services.evaluation.descriptions import history_description
 from alignline.services.evaluation.gate_policy import GatePolicy
 from alignline.services.evaluation.heldout import EvalOverlapError, check_held_out
 from alignline.services.registry import CHAMPION, ModelVersionInfo, Registry, RegistryError
 from alignline.storage import Catalog
 from alignline.storage.catalog import CatalogError
+from alignline.storage.faults import fault_point
 
 
 class PromotionRefused(RuntimeError):
@@ -117,14 +120,28 @@ def check_gates(registry: Registry, info: ModelVersionInfo, report: dict[str, An
 
 
 def run_promote(cfg: RunConfig, name: str, version: str, reviewer: str, reason: str,
-                override: bool = False) -> dict[str, Any]:
+                override: bool = False, password: str | None = None) -> dict[str, Any]:
+    """With `servers.auth`, every MLflow call of the promotion is made by the reviewer's own account (`password`,
+    else $ALIGNLINE_REVIEWER_PASSWORD, else a scripted reviewer's generated one): a wrong password or a
+    non-reviewer is refused before anything is read, and MLflow refuses a `champion` move by anyone else."""
     ctx = RunContext(cfg)
     with ctx.data.lock("promote", wait_s=60):  # two promotions (or a promotion and `gates set`) would race
-        return _promote(cfg.evaluation, ctx.registry, ctx.catalog, name, version, reviewer, reason, override)
+        fault_point("promote.locked")
+        try:
+            with as_reviewer(cfg, reviewer, password) as account:
+                return _promote(cfg.evaluation, ctx.registry, ctx.catalog, name, version, account, reason, override)
+        except AuthError as e:
+            raise PromotionRefused(str(e)) from e
 
 
 def _promote(ev: EvaluationConfig, registry: Registry, catalog: Catalog, name: str, version: str, reviewer: str,
              reason: str, override: bool) -> dict[str, Any]:
+    if (done := registry.finish_interrupted_promotion(name, version)) is not None:  # killed after moving the alias
+        registry.describe(name, history_description(name, registry.promotion_history(name)))
+        return {"promoted": f"{name}/{done['version']}", "previous_champion": done["previous"],
+                "reviewer": done["reviewer"], "override": done["override"], "resumed": True,
+                "gate_policy": (done.get("gate_policy") or {}).get("version"),
+                "gates": ", ".join(f"{g['name']}={'pass' if g['passed'] else 'FAIL'}" for g in done["gates"])}
     try:
         info = registry.get(name, version)
         policy = gate_policy_in_effect(registry, name, ev)
@@ -165,12 +182,14 @@ def current_gate_policy(registry: Registry, name: str) -> GatePolicy | None:
         return None
 
 
-def run_gates_set(cfg: RunConfig, name: str, reviewer: str, reason: str = "") -> dict[str, Any]:
-    """Record the config's `[evaluation]` gate thresholds (with `--set`) as `name`'s next gate policy version."""
+def run_gates_set(cfg: RunConfig, name: str, reviewer: str, reason: str = "",
+                  password: str | None = None) -> dict[str, Any]:
+    """Record the config's `[evaluation]` gate thresholds (with `--set`) as `name`'s next gate policy version, as the
+    reviewer's own MLflow account with `servers.auth` (only reviewers may write `gates.*`)."""
     ctx = RunContext(cfg)
-    with ctx.data.lock("promote", wait_s=60):  # never changes under a promotion in progress
+    with ctx.data.lock("promote", wait_s=60), as_reviewer(cfg, reviewer, password) as account:  # not under a promotion
         before = current_gate_policy(ctx.registry, name)
-        new = dataclasses.replace(GatePolicy.from_config(cfg.evaluation), set_by=reviewer, reason=reason)
+        new = dataclasses.replace(GatePolicy.from_config(cfg.evaluation), set_by=account, reason=reason)
         stored = GatePolicy.from_dict(ctx.registry.set_gate_policy(name, new.to_dict()))
     changed = stored.changes_from(before)
     return {"model": name, "gate_policy": stored.describe(), "previous": before.describe() if before else "none",

@@ -17,7 +17,9 @@ from prefect import flow, get_run_logger, task
 
 from alignline.config import RunConfig
 from alignline.config.reward import RewardConfig
+from alignline.flows.artifacts import publish_reward
 from alignline.flows.context import RunContext
+from alignline.flows.retries import SERVER_RETRIES
 from alignline.services.data import demo_comparisons_metadata, demo_comparisons_table
 from alignline.services.evaluation import evaluate_reward_models, write_reward_report
 from alignline.services.evaluation.drift import drift_tags, new_comparisons, pairs_of_kind, reward_drift
@@ -34,7 +36,6 @@ HELPFULNESS_DATASET = "comparisons-helpfulness"
 SAFETY_DATASET = "comparisons-safety"
 DEMO_DATASET = "comparisons-demo"
 REWARD_MODELS = ("rm-helpfulness", "rm-safety")
-SERVER_RETRIES = {"retries": 2, "retry_delay_seconds": [2, 10]}
 
 
 @task
@@ -169,7 +170,7 @@ def register_rm(mlflow_uri: str, rm: str, output_dir: str, datasets: list[str], 
     lineage = Lineage(datasets=tuple(datasets), parents=(parent,), config_hash=config_hash, method="reward",
                       extra={"reward_model": rm, "margin": margin, "mix": json.dumps(counts, sort_keys=True),
                              "eval_datasets": ",".join(eval_datasets)})
-    version = registry.register_dir(rm, output_dir, lineage, run_id=run_id, alias="candidate")
+    version = registry.register_dir(rm, output_dir, lineage, run_id=run_id, alias="candidate", step=output_dir)
     # Accuracy by rating level on the RM's own kind of held-out pairs (Table 8), for model cards.
     kind = "safety" if rm == "rm-safety" else "helpfulness"
     by_level = {k.rsplit(".", 1)[1]: v for k, v in metrics.items() if k.startswith(f"{rm}.{kind}.accuracy.")}
@@ -203,7 +204,7 @@ def reward_flow(cfg: RunConfig, helpfulness: str | None = None, safety: str | No
         with tracked_run(uri, "reward", f"{rm}-{cfg.preset}", params) as run_id:
             log_drift(uri, run_id, drift.get(rm, {}).get("metrics", {}))
             job = RewardJob(rc, policy_dir, pairs_path, f"{work}/{rm}", f"{work}/{rm}-checkpoints",
-                            tracking_uri=uri, run_id=run_id)
+                            tracking_uri=uri, run_id=run_id, model=cfg.model)
             results[rm] = {**train_rm(job, ctx.launch_options(rc, f"{rm}-{Path(work).name}")), "mix": counts}
         run_ids[rm] = run_id
     if not results:
@@ -215,12 +216,14 @@ def reward_flow(cfg: RunConfig, helpfulness: str | None = None, safety: str | No
     models = {rm: register_rm(uri, rm, r["output_dir"], refs, parent, cfg.digest("reward"), run_ids[rm], r["mix"],
                               rc.margin, metrics, eval_refs, drift.get(rm, {}).get("tags"))
               for rm, r in results.items()}
-    return {"models": models, "data": refs, "eval_data": eval_refs, "parent": parent, "run_ids": run_ids,
-            "report": report, "heldout_pairs": len(heldout), "unusable_pairs_dropped": unusable, "metrics": metrics,
-            "skipped": skipped, "drift": {rm: d["summary"] for rm, d in drift.items()},
-            "drift_alert": any(d["summary"]["alert"] for d in drift.values()),
-            "train": {rm: {k: r[k] for k in ("loss", "accuracy", "step", "pairs_per_s_mean", "mix")}
-                      for rm, r in results.items()}}
+    result = {"models": models, "data": refs, "eval_data": eval_refs, "parent": parent, "run_ids": run_ids,
+              "report": report, "heldout_pairs": len(heldout), "unusable_pairs_dropped": unusable, "metrics": metrics,
+              "skipped": skipped, "drift": {rm: d["summary"] for rm, d in drift.items()},
+              "drift_alert": any(d["summary"]["alert"] for d in drift.values()),
+              "train": {rm: {k: r[k] for k in ("loss", "accuracy", "step", "pairs_per_s_mean", "mix")}
+                        for rm, r in results.items()}}
+    publish_reward(result, uri)
+    return result
 
 
 def run_reward(cfg: RunConfig, helpfulness: str | None = None, safety: str | None = None) -> dict:

@@ -19,9 +19,11 @@ from pathlib import Path
 from prefect import flow, task
 
 from alignline.config import RunConfig
+from alignline.config.model import ModelConfig
 from alignline.config.rlhf import RLHFConfig
 from alignline.config.training import SFTConfig
 from alignline.flows.context import RunContext
+from alignline.flows.retries import SERVER_RETRIES
 from alignline.services.data import default_sft_table
 from alignline.services.generation import RolloutPool, SamplingParams
 from alignline.services.models import load_tokenizer, registered_folder
@@ -32,11 +34,10 @@ from alignline.services.training import (LaunchOptions, PPOJob, PromptSet, Rewar
                                          ghost_attention_dialogues, instruction_adherence, rejection_sampling_round,
                                          sample_gatt_answers, train_ppo, train_sft, training_dialogues,
                                          write_sft_rows)
-from alignline.storage import Catalog, DatasetRef
+from alignline.storage import Catalog, DatasetRef, ModelRef
 
 BUILTIN_PROMPTS = "prompts-default"     # published by the collect flow
 FROM_SFT_PROMPTS = "rlhf-prompts-from-sft"
-SERVER_RETRIES = {"retries": 2, "retry_delay_seconds": [2, 10]}
 
 
 @task
@@ -59,6 +60,31 @@ def load_prompts(lake: str, ref: str, heldout_prompts: int, max_prompts: int) ->
     return train.subset(max_prompts), heldout
 
 
+@task
+def distillation_prompts(lake: str, ref: str, heldout_prompts: int, redteam: str, n: int) -> tuple[PromptSet, list[str]]:
+    """(adversarial prompts for context distillation, dataset refs read): the training side's safety prompts, then
+    the reviewed red-team prompts when the catalog has them, each carrying its risk category; the first n."""
+    catalog = Catalog(lake)
+    train, _ = PromptSet.from_table(catalog.read_ref(ref)).split(heldout_prompts)
+    prompts, refs = train.safety(), []
+    if (found := catalog.find(redteam)) is not None:
+        red = PromptSet.from_table(catalog.read_ref(found.ref))
+        prompts = prompts + replace(red, is_safety=[True] * len(red))  # every red-team prompt is adversarial
+        refs.append(found.ref)
+    return prompts.subset(n), refs
+
+
+@task(**SERVER_RETRIES)
+def sft_ancestor(mlflow_uri: str, name: str, version: str) -> str:
+    """The version of pi_0: the newest SFT-made version in `name/version`'s lineage (itself when it is one)."""
+    models, _ = Registry(mlflow_uri).lineage(name, version)
+    for info in models:  # breadth-first from the version itself: the nearest SFT ancestor comes first
+        if info.name == name and info.tags.get("lineage.method") == "sft":
+            return info.version
+    raise ValueError(f"{name}/{version} has no SFT-made ancestor in the registry to take PPO's KL penalty against; "
+                     "set rlhf.ppo_reference = \"iteration_start\" to penalise divergence from the iteration's start")
+
+
 @task(**SERVER_RETRIES)
 def model_folder(mlflow_uri: str, models_dir: str, name: str, version: str) -> tuple[str, str, tuple[str, ...]]:
     """(local folder, 'name/version', the version's lineage datasets) of a registered model."""
@@ -67,12 +93,12 @@ def model_folder(mlflow_uri: str, models_dir: str, name: str, version: str) -> t
 
 
 def finetune(dialogues: list, model_dir: str, work: Path, train_on: str, sft: SFTConfig, launch: LaunchOptions,
-             uri: str, run_id: str) -> dict:
+             uri: str, run_id: str, model: ModelConfig = ModelConfig()) -> dict:
     """The SFT recipe on the stage's dialogues (answer-only loss; 'last': GAtt's last-turn-only loss)."""
     work.mkdir(parents=True, exist_ok=True)
     rows = encode_sft_rows(load_tokenizer(model_dir), dialogues, sft.seq_len, train_on)
     job = SFTJob(sft, model_dir, write_sft_rows(rows, work / "rows.npz"), str(work / "model"),
-                 str(work / "checkpoints"), tracking_uri=uri, run_id=run_id)
+                 str(work / "checkpoints"), tracking_uri=uri, run_id=run_id, model=model)
     return train_sft(job, replace(launch, name=f"{launch.name}-{work.name}"))
 
 
@@ -86,7 +112,7 @@ def answer_fn(pool: RolloutPool, params: SamplingParams):
 
 @task
 def rejection_sampling(lake: str, prompts: PromptSet, model_dir: str, scorer: RewardModelFolders, iteration: int,
-                       rl: RLHFConfig, sft: SFTConfig, launch: LaunchOptions, work: str, uri: str, run_id: str) -> dict:
+                       rl: RLHFConfig, sft: SFTConfig, launch: LaunchOptions, work: str, uri: str, run_id: str, model: ModelConfig = ModelConfig()) -> dict:
     """Best of K per prompt, pooled with all earlier iterations' best (`rs-pool`), then the SFT recipe."""
     catalog = Catalog(lake)
     previous = catalog.find(rl.rs_pool_dataset) if rl.rs_pool_all_iterations else None
@@ -99,16 +125,26 @@ def rejection_sampling(lake: str, prompts: PromptSet, model_dir: str, scorer: Re
         rollouts.close()
     pool_ref = catalog.publish(rl.rs_pool_dataset, result.pool, parents=[previous.ref] if previous else [],
                                metadata={"iteration": iteration}).ref
-    MetricsLogger(uri, run_id).log(iteration, result.metrics())
-    trained = finetune(training_dialogues(result.pool), model_dir, Path(work), "all", sft, launch, uri, run_id)
-    return {"output_dir": trained["output_dir"], "pool": pool_ref, **result.metrics()}
+    from alignline.services.evaluation.judge_agreement import rm_oracle_agreement
+
+    # Does best-of-K pick what it should? The RMs' ranking of these very samples against the reference judge.
+    agreement = rm_oracle_agreement(result.scores, result.answers, prompts.references or [None] * len(prompts),
+                                    prompts.is_safety)
+    logger = MetricsLogger(uri, run_id)
+    logger.log(iteration, {**result.metrics(), **{f"rs_rm_oracle_{k}": v for k, v in agreement.items() if v is not None}})
+    for k, best, median in result.curve:  # Llama 2 Fig. 7: reward of the best and the median of k samples
+        logger.log(k, {"rs_best_of_k_max": best, "rs_best_of_k_median": median})
+    trained = finetune(training_dialogues(result.pool), model_dir, Path(work), "all", sft, launch, uri, run_id, model)
+    return {"output_dir": trained["output_dir"], "pool": pool_ref, **result.metrics(),
+            "best_of_k": [{"k": k, "max": best, "median": median} for k, best, median in result.curve],
+            "rm_oracle_agreement": agreement}
 
 
 @task
 def ppo(train: PromptSet, heldout: PromptSet, model_dir: str, ref_dir: str, scorer: RewardModelFolders,
-        rl: RLHFConfig, launch: LaunchOptions, work: str, uri: str, run_id: str) -> dict:
+        rl: RLHFConfig, launch: LaunchOptions, work: str, uri: str, run_id: str, model: ModelConfig = ModelConfig()) -> dict:
     job = PPOJob(rl, model_dir, ref_dir, train.dialogues, train.is_safety, heldout.dialogues, heldout.is_safety,
-                 scorer, f"{work}/model", tracking_uri=uri, run_id=run_id, checkpoint_dir=f"{work}/checkpoints")
+                 scorer, f"{work}/model", tracking_uri=uri, run_id=run_id, checkpoint_dir=f"{work}/checkpoints", model=model)
     result = train_ppo(job, launch)
     return {k: result[k] for k in ("output_dir", "iterations", "heldout_initial", "heldout_best", "stopped_early",
                                    "samples_per_s")}
@@ -116,7 +152,7 @@ def ppo(train: PromptSet, heldout: PromptSet, model_dir: str, ref_dir: str, scor
 
 @task
 def ghost_attention(prompts: PromptSet, model_dir: str, rl: RLHFConfig, sft: SFTConfig, launch: LaunchOptions,
-                    work: str, uri: str, run_id: str) -> dict:
+                    work: str, uri: str, run_id: str, model: ModelConfig = ModelConfig()) -> dict:
     """Multi-turn dialogues with a system instruction sampled with it on every turn, trained with it only first."""
     users = [d[-1]["content"] for d, s in zip(prompts.dialogues, prompts.is_safety) if not s]
     dialogues = ghost_attention_dialogues(users, rl.gatt_dialogues, rl.gatt_turns, seed=rl.seed)
@@ -127,22 +163,27 @@ def ghost_attention(prompts: PromptSet, model_dir: str, rl: RLHFConfig, sft: SFT
     finally:
         pool.close()
     samples = [s for d, a in zip(dialogues, answers) for s in gatt_training_dialogues(d, a)]
-    trained = finetune(samples, model_dir, Path(work), "last", sft, launch, uri, run_id)
-    pool = rollout_pool(trained["output_dir"], rl)
-    try:
-        evals = ghost_attention_dialogues(users, rl.gatt_eval_dialogues, rl.gatt_turns, seed=rl.seed + 1)
-        adherence = instruction_adherence(answer_fn(pool, SamplingParams(rl.max_new_tokens, 0)), evals)
-    finally:
-        pool.close()
-    metrics = {f"gatt_adherence_turn_{t}": v for t, v in adherence.items()}
+    trained = finetune(samples, model_dir, Path(work), "last", sft, launch, uri, run_id, model)
+    # Table 30: adherence at each turn of the same held dialogues, for the policy before GAtt and after it.
+    evals = ghost_attention_dialogues(users, rl.gatt_eval_dialogues, rl.gatt_turns, seed=rl.seed + 1)
+    adherence = {}
+    for label, folder in (("without", model_dir), ("with", trained["output_dir"])):
+        pool = rollout_pool(folder, rl)
+        try:
+            adherence[label] = instruction_adherence(answer_fn(pool, SamplingParams(rl.max_new_tokens, 0)), evals,
+                                                     rl.gatt_eval_turns)
+        finally:
+            pool.close()
+    metrics = {f"gatt_adherence_turn_{t}": v for t, v in adherence["with"].items()}
+    metrics |= {f"gatt_adherence_turn_{t}_without": v for t, v in adherence["without"].items()}
     MetricsLogger(uri, run_id).log(1, {**metrics, "gatt_samples": float(len(samples))})
-    return {"output_dir": trained["output_dir"], "samples": len(samples), **metrics}
+    return {"output_dir": trained["output_dir"], "samples": len(samples), **metrics,
+            "adherence": {label: {str(t): v for t, v in row.items()} for label, row in adherence.items()}}
 
 
 @task
-def context_distillation(prompts: PromptSet, model_dir: str, scorer: RewardModelFolders, rl: RLHFConfig,
-                         sft: SFTConfig, launch: LaunchOptions, work: str, uri: str, run_id: str) -> dict:
-    safety = prompts.take([i for i, s in enumerate(prompts.is_safety) if s])
+def context_distillation(safety: PromptSet, model_dir: str, scorer: RewardModelFolders, rl: RLHFConfig,
+                         sft: SFTConfig, launch: LaunchOptions, work: str, uri: str, run_id: str, model: ModelConfig = ModelConfig()) -> dict:
     pool = rollout_pool(model_dir, rl)
     try:
         result = context_distillation_samples(answer_fn(pool, SamplingParams(rl.max_new_tokens, 0)), scorer(),
@@ -151,15 +192,18 @@ def context_distillation(prompts: PromptSet, model_dir: str, scorer: RewardModel
     finally:
         pool.close()
     MetricsLogger(uri, run_id).log(1, result.metrics())
+    summary = {k: v for k, v in result.metrics().items() if not k.startswith("cd.")}
+    summary["by_category"] = result.by_category  # Fig. 16 per risk category: safety RM before / after, kept
     if not result.dialogues:  # nothing safer to distil: the policy passes through unchanged
-        return {"output_dir": model_dir, **result.metrics()}
-    trained = finetune(result.dialogues, model_dir, Path(work), "all", sft, launch, uri, run_id)
-    return {"output_dir": trained["output_dir"], **result.metrics()}
+        return {"output_dir": model_dir, **summary}
+    trained = finetune(result.dialogues, model_dir, Path(work), "all", sft, launch, uri, run_id, model)
+    return {"output_dir": trained["output_dir"], **summary}
 
 
 @task(**SERVER_RETRIES)
 def register_policy(mlflow_uri: str, output_dir: str, lineage: Lineage, run_id: str) -> str:
-    return Registry(mlflow_uri).register_dir("policy", output_dir, lineage, run_id=run_id, alias="candidate").ref
+    return Registry(mlflow_uri).register_dir("policy", output_dir, lineage, run_id=run_id, alias="candidate",
+                                             step=output_dir).ref
 
 
 @flow(name="rlhf")
@@ -200,15 +244,23 @@ def rlhf_flow(cfg: RunConfig, iteration: int, prompts: str | None = None) -> dic
         current_dir, current_ref = result["output_dir"], ref
 
     stage("rejection_sampling", lambda w, r: rejection_sampling(lake, train, current_dir, scorer, iteration, rl,
-                                                                cfg.sft, sft_launch, w, uri, r))
-    if rl.ppo_enabled:  # KL against the policy this iteration started from (pi_0, Llama 2 eq. 3)
+                                                                cfg.sft, sft_launch, w, uri, r, cfg.model))
+    if rl.ppo_enabled:  # KL against pi_0, the SFT model, in every iteration (Llama 2 §3.2.3, eq. 3)
         ppo_launch = ppo_launch_options(rl, str(ctx.data.ray_storage), f"rlhf-ppo-{work.name}")
-        stage("ppo", lambda w, r: ppo(train, heldout, current_dir, start_dir, scorer, rl, ppo_launch, w, uri, r))
+        ref_dir, ref = start_dir, parent
+        if rl.ppo_reference == "sft":
+            ref_version = sft_ancestor(uri, rl.policy_model, ModelRef.parse(parent).version)
+            ref_dir, ref, _ = model_folder(uri, models, rl.policy_model, ref_version)
+        out["ppo_reference"] = ref
+        stage("ppo", lambda w, r: ppo(train, heldout, current_dir, ref_dir, scorer, rl, ppo_launch, w, uri, r, cfg.model))
     if rl.gatt_enabled:
-        stage("gatt", lambda w, r: ghost_attention(train, current_dir, rl, cfg.sft, sft_launch, w, uri, r))
+        stage("gatt", lambda w, r: ghost_attention(train, current_dir, rl, cfg.sft, sft_launch, w, uri, r, cfg.model))
     if rl.context_distillation_enabled:
-        stage("context_distillation", lambda w, r: context_distillation(train, current_dir, scorer, rl, cfg.sft,
-                                                                        sft_launch, w, uri, r))
+        adversarial, redteam_refs = distillation_prompts(lake, prompts_ref, rl.heldout_prompts, rl.redteam_dataset,
+                                                         rl.context_distillation_prompts)
+        base = replace(base, datasets=tuple(dict.fromkeys((*base.datasets, *redteam_refs))))
+        stage("context_distillation", lambda w, r: context_distillation(adversarial, current_dir, scorer, rl, cfg.sft,
+                                                                        sft_launch, w, uri, r, cfg.model))
     out["model"] = current_ref
     return out
 

@@ -13,6 +13,7 @@ from prefect import flow, task
 from alignline.config import RunConfig
 from alignline.config.training import SFTConfig
 from alignline.flows.context import RunContext
+from alignline.flows.retries import SERVER_RETRIES
 from alignline.services.data import default_sft_metadata, default_sft_table, dialogues_table, read_jsonl, table_dialogues
 from alignline.services.models import load_tokenizer, registered_folder
 from alignline.services.registry import Lineage, Registry
@@ -23,7 +24,6 @@ from alignline.storage.schemas import quarantine_table
 
 DEFAULT_DATASET = "sft-default"
 JSONL_DATASET = "sft"
-SERVER_RETRIES = {"retries": 2, "retry_delay_seconds": [2, 10]}  # tasks that only talk to a server
 
 
 @task
@@ -67,7 +67,8 @@ def train_policy(job: SFTJob, launch: LaunchOptions) -> dict:
 @task(**SERVER_RETRIES)
 def register_policy(mlflow_uri: str, output_dir: str, dataset_ref: str, parent: str, config_hash: str, run_id: str) -> str:
     lineage = Lineage(datasets=(dataset_ref,), parents=(parent,), config_hash=config_hash, method="sft")
-    return Registry(mlflow_uri).register_dir("policy", output_dir, lineage, run_id=run_id, alias="candidate").ref
+    return Registry(mlflow_uri).register_dir("policy", output_dir, lineage, run_id=run_id, alias="candidate",
+                                             step=output_dir).ref
 
 
 @flow(name="sft")
@@ -82,7 +83,8 @@ def sft_flow(cfg: RunConfig, data: str | None = None) -> dict:
     rows_path = encode_rows(lake, dataset_ref, model_dir, cfg.sft, work)
     params = {**cfg.to_dict()["sft"], "data": dataset_ref, "parent": parent}
     with tracked_run(uri, "sft", f"sft-{cfg.preset}", params) as run_id:
-        job = SFTJob(cfg.sft, model_dir, rows_path, f"{work}/model", f"{work}/checkpoints", tracking_uri=uri, run_id=run_id)
+        job = SFTJob(cfg.sft, model_dir, rows_path, f"{work}/model", f"{work}/checkpoints", tracking_uri=uri, run_id=run_id,
+                     model=cfg.model)
         result = train_policy(job, ctx.launch_options(cfg.sft, f"sft-{Path(work).name}"))
         ref = register_policy(uri, result["output_dir"], dataset_ref, parent, cfg.digest("model", "sft"), run_id)
     return {"model": ref, "data": dataset_ref, "parent": parent, "run_id": run_id, "loss": result.get("loss"),

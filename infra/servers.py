@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Collection
 
 import psutil
 import requests
@@ -27,7 +27,7 @@ from alignline.config import RunConfig
 
 from alignline.storage import DataDir
 
-from . import paths
+from . import auth, paths, postgres
 
 
 class ServerError(RuntimeError):
@@ -65,8 +65,13 @@ class Server:
     extra_ports: Callable[[RunConfig], list[int]] = lambda cfg: []
     ui_path: str = "/"
     health_ok: Callable[[requests.Response], bool] = field(default=lambda r: r.status_code == 200)
+    probe: Callable[[RunConfig], bool] | None = None  # a health check that is not HTTP (PostgreSQL)
+    stop_signal: int = signal.SIGTERM
+    scheme: str = "http"
 
     def url(self, cfg: RunConfig, port: int | None = None) -> str:
+        if self.scheme != "http":
+            return f"{self.scheme}://{cfg.servers.host}:{port or self.port}"
         return cfg.servers.url(port or self.port)
 
 
@@ -90,6 +95,8 @@ def _ls_prepare(cfg: RunConfig, say: Callable[[str], None]) -> None:
             "password": secrets.token_urlsafe(18),
             "token": secrets.token_hex(20),  # 40 chars: Label Studio's limit
         })
+    if cfg.servers.database == "postgresql":
+        postgres.wait_ready(cfg, say)  # it migrates its schema on first boot
 
 
 def _ls_env(cfg: RunConfig) -> dict[str, str]:
@@ -109,6 +116,8 @@ def _ls_env(cfg: RunConfig) -> dict[str, str]:
         "SENTRY_DSN": "", "FRONTEND_SENTRY_DSN": "",
         "LABEL_STUDIO_HOST": cfg.servers.url(cfg.servers.label_studio_port),
     })
+    if cfg.servers.database == "postgresql":
+        env.update(postgres.label_studio_env(cfg))
     return env
 
 
@@ -135,34 +144,50 @@ def _ls_verify(cfg: RunConfig) -> None:
 
 def _mlflow_command(cfg: RunConfig) -> list[str]:
     d = DataDir(cfg.home).server("mlflow")
-    return [_bin("mlflow"), "server", "--backend-store-uri", f"sqlite:///{d / 'mlflow.db'}",
+    # The PostgreSQL URI carries no password (libpq reads PGPASSFILE), so it may sit in argv.
+    store = postgres.mlflow_backend_uri(cfg) if cfg.servers.database == "postgresql" else f"sqlite:///{d / 'mlflow.db'}"
+    return [_bin("mlflow"), "server", "--backend-store-uri", store,
             "--artifacts-destination", str(d / "artifacts"), "--host", cfg.servers.host,
-            "--port", str(cfg.servers.mlflow_port), "--workers", "1"]
+            "--port", str(cfg.servers.mlflow_port), "--workers", "1", *auth.mlflow_server_args(cfg)]
 
 
 def _mlflow_env(cfg: RunConfig) -> dict[str, str]:
     env = _base_env(cfg.home, "mlflow")
     env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    if cfg.servers.database == "postgresql":
+        env.update(postgres.client_env(cfg))
+    env.update(auth.mlflow_server_env(cfg))  # basic auth: its config file, admin bootstrap password (env, never argv)
     return env
+
+
+def _mlflow_prepare(cfg: RunConfig, say: Callable[[str], None]) -> None:
+    if cfg.servers.database == "postgresql":
+        postgres.wait_ready(cfg, say)
 
 
 # -- Prefect -------------------------------------------------------------------------------------
 
 def prefect_env(cfg: RunConfig) -> dict[str, str]:
-    """Settings a process needs to use this data dir's Prefect server."""
-    return {"PREFECT_HOME": str(DataDir(cfg.home).server("prefect")),
-            "PREFECT_API_URL": f"{cfg.servers.url(cfg.servers.prefect_port)}/api",
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+    """Settings a process needs to use this data dir's Prefect server (with `servers.auth`, its auth string)."""
+    env = {"PREFECT_HOME": str(DataDir(cfg.home).server("prefect")),
+           "PREFECT_API_URL": f"{cfg.servers.url(cfg.servers.prefect_port)}/api",
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+    if (auth_string := auth.prefect_auth_string(cfg)) is not None:
+        env["PREFECT_API_AUTH_STRING"] = auth_string
+    return env
 
 
 @contextlib.contextmanager
 def prefect_server(cfg: RunConfig):
     """Flow runs in this block go to this data dir's Prefect server (Prefect's `temporary_settings`, so it works
     whenever Prefect was imported; outside the block the previous settings apply again)."""
-    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, PREFECT_HOME, temporary_settings
 
     env = prefect_env(cfg)
-    with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"], PREFECT_HOME: env["PREFECT_HOME"]}):
+    updates = {PREFECT_API_URL: env["PREFECT_API_URL"], PREFECT_HOME: env["PREFECT_HOME"]}
+    if "PREFECT_API_AUTH_STRING" in env:
+        updates[PREFECT_API_AUTH_STRING] = env["PREFECT_API_AUTH_STRING"]
+    with temporary_settings(updates):
         yield env["PREFECT_API_URL"]
 
 
@@ -172,7 +197,7 @@ class ServersDown(ServerError):
 
 def require_up(cfg: RunConfig) -> None:
     """Raise ServersDown naming the fix unless every server of this data dir is healthy."""
-    down_now = [s.name for s in status(cfg) if not s.healthy]
+    down_now = [s.name for s in status(cfg) if not s.healthy and s.name != SERVE]  # the CLI runs flows itself
     if down_now:
         raise ServersDown(f"this command needs the servers of {cfg.home} ({', '.join(down_now)} down): "
                           "run `alignline up` first (`alignline status` shows which are down)")
@@ -187,6 +212,7 @@ def _prefect_env(cfg: RunConfig) -> dict[str, str]:
     env.update(prefect_env(cfg))
     env.pop("PREFECT_API_URL")  # the server itself needs no client URL
     env["PREFECT_UI_API_URL"] = f"{cfg.servers.url(cfg.servers.prefect_port)}/api"
+    env.update(auth.prefect_server_env(cfg))  # every API call but /api/health needs the auth string
     return env
 
 
@@ -196,6 +222,16 @@ def _prefect_env(cfg: RunConfig) -> dict[str, str]:
 # "cluster" mode is off; off, every Ray server binds loopback. Drivers that
 # attach need the same setting so they look for the node on 127.0.0.1.
 RAY_CLIENT_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def ray_client_env(address: str) -> dict[str, str]:
+    """What a driver attaching to the Ray head at `address` (host:port) sets before `import ray`: a loopback head
+    keeps cluster mode off (as above); a head on another machine needs it on, so this driver advertises an address
+    the other nodes can reach (multi-node mode)."""
+    env = dict(RAY_CLIENT_ENV)
+    if address.rsplit(":", 1)[0].strip("[]") not in ("127.0.0.1", "localhost", "::1"):
+        env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "1"
+    return env
 
 
 def _ray_ports(cfg: RunConfig) -> dict[str, int]:
@@ -230,18 +266,60 @@ def _ray_env(cfg: RunConfig) -> dict[str, str]:
     env["RAY_ADDRESS"] = f"{cfg.servers.host}:{cfg.servers.ray_port}"
     # Workers must import alignline exactly as the driver does.
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p and "site-packages" not in p and Path(p).is_dir())
+    # Token auth for the head; workers inherit the rest: the pipeline's MLflow account and the Prefect auth string.
+    env.update(auth.client_env(cfg))
+    return env
+
+
+# -- serve: the flows as Prefect deployments (started from the Prefect UI) ------------------------------
+
+SERVE = "serve"
+
+
+def _serve_config(cfg: RunConfig) -> Path:
+    return DataDir(cfg.home).server(SERVE) / "up-config.toml"
+
+
+def _serve_prepare(cfg: RunConfig, say: Callable[[str], None]) -> None:
+    """`serve` gets this very config (ports, preset, overrides) as a TOML file, not as arguments."""
+    from alignline.config.dump import dump_toml
+
+    (DataDir(cfg.home).server(SERVE) / "home").mkdir(parents=True, exist_ok=True)
+    _serve_config(cfg).write_text(dump_toml(cfg))
+
+
+def _serve_command(cfg: RunConfig) -> list[str]:
+    return [sys.executable, "-m", "alignline.flows.cli", "serve", "--config", str(_serve_config(cfg)),
+            "--home", str(cfg.home)]
+
+
+def _serve_env(cfg: RunConfig) -> dict[str, str]:
+    env = _base_env(cfg.home, SERVE)
+    env.update(RAY_CLIENT_ENV)
+    env.update(prefect_env(cfg))
+    env.update(auth.client_env(cfg))  # the flow runs it starts act as the pipeline, like the CLI
     return env
 
 
 def servers(cfg: RunConfig) -> list[Server]:
     s = cfg.servers
+    # Started with the others (it waits for Prefect itself); `down` stops it first. Health: the runner's webserver.
+    serve = [Server(SERVE, s.prefect_serve_port, "/health", _serve_command, _serve_env, _serve_prepare)] \
+        if s.prefect_serve else []
+    # PostgreSQL first: `up` starts servers in this order and `down` stops them in reverse.
+    database = [Server(postgres.NAME, s.postgres_port, "/", postgres.command, postgres.env, postgres.prepare,
+                       probe=postgres.probe, stop_signal=signal.SIGINT,  # SIGINT: fast shutdown, SIGTERM waits for clients
+                       scheme="postgresql")] if s.database == "postgresql" else []
     return [
+        *database,
         Server("label-studio", s.label_studio_port, "/health", _ls_command, _ls_env, _ls_prepare, _ls_verify),
-        Server("mlflow", s.mlflow_port, "/health", _mlflow_command, _mlflow_env),
+        Server("mlflow", s.mlflow_port, "/health", _mlflow_command, _mlflow_env, _mlflow_prepare,
+               after_start=auth.bootstrap_mlflow),  # roles and the pipeline account (idempotent)
         Server("prefect", s.prefect_port, "/api/health", _prefect_command, _prefect_env),
         Server("ray", s.ray_port, "/api/gcs_healthz", _ray_command, _ray_env,
                extra_ports=lambda c: [c.servers.ray_dashboard_port, c.servers.ray_client_port, *_ray_ports(c).values()],
                ui_path="/"),
+        *serve,
     ]
 
 
@@ -284,6 +362,8 @@ def _health_url(cfg: RunConfig, srv: Server) -> str:
 
 
 def _healthy(cfg: RunConfig, srv: Server) -> bool:
+    if srv.probe is not None:
+        return srv.probe(cfg)
     try:
         return srv.health_ok(requests.get(_health_url(cfg, srv), timeout=3))
     except requests.RequestException:
@@ -339,18 +419,29 @@ def _start(cfg: RunConfig, srv: Server, say: Callable[[str], None]) -> subproces
     return proc
 
 
-def up(cfg: RunConfig, say: Callable[[str], None] = print) -> list[ServerStatus]:
-    """Start every server that is not running, then wait for all health checks. One `up`/`down` at a time per
-    data dir: a second caller waits for the first (then finds the servers healthy)."""
+def up(cfg: RunConfig, say: Callable[[str], None] = print, names: Collection[str] | None = None) -> list[ServerStatus]:
+    """Start every server (or those in `names`) that is not running, then wait for their health checks. One
+    `up`/`down` at a time per data dir: a second caller waits for the first (then finds the servers healthy)."""
     with DataDir(cfg.home).lock("servers", wait_s=cfg.servers.start_timeout_s + 60):
-        return _up(cfg, say)
+        started = _up(cfg, say, names)
+    auth.use_client_identity(cfg, replace=False)  # servers.auth: this process then calls them as the pipeline
+    return started
 
 
-def _up(cfg: RunConfig, say: Callable[[str], None]) -> list[ServerStatus]:
+def _selected(cfg: RunConfig, names: Collection[str] | None) -> list[Server]:
+    chosen = [srv for srv in servers(cfg) if names is None or srv.name in names]
+    unknown = set(names or ()) - {srv.name for srv in servers(cfg)}
+    if unknown:
+        raise ServerError(f"no server named {', '.join(sorted(unknown))} in this configuration")
+    return chosen
+
+
+def _up(cfg: RunConfig, say: Callable[[str], None], names: Collection[str] | None = None) -> list[ServerStatus]:
     (DataDir(cfg.home).server("label-studio") / "home").mkdir(exist_ok=True)
-    procs = {srv.name: _start(cfg, srv, say) for srv in servers(cfg)}
+    auth.ensure_secrets(cfg)  # with `servers.auth`: generated once, before any server reads them
+    procs = {srv.name: _start(cfg, srv, say) for srv in _selected(cfg, names)}
     deadline = time.monotonic() + cfg.servers.start_timeout_s
-    pending = {srv.name: srv for srv in servers(cfg)}
+    pending = {srv.name: srv for srv in _selected(cfg, names)}
     while pending:
         for name, srv in list(pending.items()):
             proc = procs[name]
@@ -369,14 +460,15 @@ def _up(cfg: RunConfig, say: Callable[[str], None]) -> list[ServerStatus]:
     return status(cfg)
 
 
-def down(cfg: RunConfig, say: Callable[[str], None] = print, timeout_s: float = 30.0) -> None:
+def down(cfg: RunConfig, say: Callable[[str], None] = print, timeout_s: float = 30.0,
+         names: Collection[str] | None = None) -> None:
     """Stop what `up` started (by recorded pid and start time), nothing else; waits for a running `up`."""
     with DataDir(cfg.home).lock("servers", wait_s=cfg.servers.start_timeout_s + 60):
-        _down(cfg, say, timeout_s)
+        _down(cfg, say, timeout_s, names)
 
 
-def _down(cfg: RunConfig, say: Callable[[str], None], timeout_s: float) -> None:
-    for srv in reversed(servers(cfg)):
+def _down(cfg: RunConfig, say: Callable[[str], None], timeout_s: float, names: Collection[str] | None = None) -> None:
+    for srv in reversed(_selected(cfg, names)):
         pid = _read_pid(cfg.home, srv.name)
         pidf = DataDir(cfg.home).pid_file(srv.name)
         if pid is None:
@@ -384,7 +476,7 @@ def _down(cfg: RunConfig, say: Callable[[str], None], timeout_s: float) -> None:
             say(f"{srv.name}: not running")
             continue
         try:
-            os.killpg(pid, signal.SIGTERM)
+            os.killpg(pid, srv.stop_signal)
         except ProcessLookupError:
             pass
         deadline = time.monotonic() + timeout_s

@@ -13,7 +13,10 @@ history is read back from those runs. A model's gate policy (the thresholds
 experiment, one run per version, pointed at by registered-model tags
 (`gates.policy_uri`, `gates.policy_sha256`, `gates.policy_version`).
 MLflow's basic auth cannot tell "may create versions" from "may move aliases",
-so `promote` is the platform's gate: it records who, when and why.
+so `promote` is the platform's gate: it records who, when and why; with
+`servers.auth` the MLflow server itself (alignline.infra.mlflow_rules) refuses
+a `champion` move or a `promotion.*` / `gates.*` tag from any account but a
+reviewer's, and `promote` / `set_gate_policy` act as the reviewer they record.
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ from typing import Any, Iterable
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from alignline.storage.faults import fault_point
 from alignline.storage.schemas import ModelRef
 
 CANDIDATE = "candidate"
@@ -42,6 +46,7 @@ GATE_POLICY_EXPERIMENT = "gate-policies"
 GATE_POLICY_URI_TAG = "gates.policy_uri"          # registered-model tags: the current gate policy's artifact,
 GATE_POLICY_DIGEST_TAG = "gates.policy_sha256"    # its SHA-256
 GATE_POLICY_VERSION_TAG = "gates.policy_version"  # and its version number (1, 2, ...)
+STEP_KEY_TAG = "alignline.step_key"               # version tag: the flow step that registered it (once per step)
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,13 @@ class RegistryError(RuntimeError):
     pass
 
 
+def step_key(name: str, step: str, lineage: Lineage) -> str:
+    """SHA-256 of the model name, the step and its lineage (git commit aside: a rerun after a fix is the same step)."""
+    tags = {k: v for k, v in lineage.tags().items() if k != "lineage.git_commit"}
+    blob = json.dumps({"name": name, "step": str(step), "lineage": tags}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
 def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
@@ -104,19 +116,56 @@ class Registry:
 
     # -- registering -------------------------------------------------------------
     def register_dir(self, name: str, local_dir: str | Path, lineage: Lineage, run_id: str,
-                     alias: str | None = CANDIDATE, description: str = "") -> ModelVersionInfo:
-        """Upload a model folder (HF format) to the run's artifacts and register it as a new version."""
-        self.client.log_artifacts(run_id, str(local_dir), artifact_path="model")
-        return self.register_uri(name, f"runs:/{run_id}/model", lineage, run_id, alias, description)
+                     alias: str | None = CANDIDATE, description: str = "", step: str | None = None) -> ModelVersionInfo:
+        """Upload a model folder (HF format) to the run's artifacts and register it as a new version.
+
+        With `step` (what identifies the flow step that made it, e.g. its output folder, keyed on its inputs), once
+        per step: a rerun of a step killed after registering, before its ledger entry, gets the version it registered
+        (alias set again) instead of a second one.
+
+        A causal LM with a tokenizer is uploaded as an MLflow pyfunc with a chat signature (its HF folder under
+        `artifacts/`), so `mlflow.pyfunc.load_model("models:/NAME@ALIAS")` answers chat messages; `download`
+        still returns the HF folder inside it. Other folders (reward models, ...) are uploaded as they are."""
+        from alignline.services.models.pyfunc import is_chat_model_folder, save_chat_pyfunc
+        from alignline.services.tracking import log_dataset_inputs
+
+        key = step_key(name, step, lineage) if step else None
+        if key and (found := self.find_step(name, key)) is not None:
+            if alias:
+                self.client.set_registered_model_alias(name, alias, found.version)
+            return self.get(name, found.version)
+        if not is_chat_model_folder(local_dir):
+            self.client.log_artifacts(run_id, str(local_dir), artifact_path="model")
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                packaged = save_chat_pyfunc(local_dir, Path(tmp) / "model")
+                self.client.log_artifacts(run_id, str(packaged), artifact_path="model")
+        # The catalog versions it was made from, as dataset inputs of the run that made it (MLflow UI: Datasets).
+        log_dataset_inputs(self.tracking_uri, run_id, [d for d in lineage.datasets if "@" in d], context="training")
+        return self.register_uri(name, f"runs:/{run_id}/model", lineage, run_id, alias, description, key=key)
+
+    def find_step(self, name: str, key: str) -> ModelVersionInfo | None:
+        """The version a step registered (its `alignline.step_key` tag), None when it registered none."""
+        try:
+            found = self.client.search_model_versions(f"name='{name}' and tags.`{STEP_KEY_TAG}` = '{key}'")
+        except MlflowException:  # no such registered model yet
+            return None
+        if not found:
+            return None
+        first = min(found, key=lambda v: int(v.version))
+        self._wait_ready(name, str(first.version))
+        return self.get(name, first.version)
 
     def register_uri(self, name: str, source: str, lineage: Lineage, run_id: str | None,
-                     alias: str | None = CANDIDATE, description: str = "") -> ModelVersionInfo:
+                     alias: str | None = CANDIDATE, description: str = "", key: str | None = None) -> ModelVersionInfo:
         self._ensure_model(name)
         # MLflow 3 logged models ('models:/m-...') are registered by their model id.
         model_id = source.removeprefix("models:/") if source.startswith("models:/m-") else None
-        mv = self.client.create_model_version(name, source=source, run_id=run_id, tags=lineage.tags(),
+        tags = {**lineage.tags(), **({STEP_KEY_TAG: key} if key else {})}  # in the create call: no window without it
+        mv = self.client.create_model_version(name, source=source, run_id=run_id, tags=tags,
                                               description=description or None, model_id=model_id)
         self._wait_ready(name, mv.version)
+        fault_point("registry.registered")  # a kill here: the step's rerun finds this version by its step key
         if alias:
             self.client.set_registered_model_alias(name, alias, mv.version)
         return self.get(name, mv.version)
@@ -253,7 +302,7 @@ class Registry:
                 gate_policy: dict[str, Any] | None = None) -> dict[str, Any]:
         """Move `champion` to `version`, recording reviewer, reason, every gate, the gate policy they were judged by
         (version and thresholds) and the previous champion in full."""
-        from alignline.services.tracking import tracked_run
+        from alignline.services.tracking import as_reviewer, tracked_run
 
         if not reviewer.strip() or not reason.strip():
             raise RegistryError("promotion needs a reviewer and a reason")
@@ -268,15 +317,46 @@ class Registry:
         params = {k: record[k] for k in ("model", "version", "previous", "reviewer", "override")}
         if gate_policy is not None:
             params["gate_policy_version"] = gate_policy.get("version")
-        with tracked_run(self.tracking_uri, PROMOTIONS_EXPERIMENT, f"promote {info.ref}", params) as run_id:
+        # As the reviewer's own MLflow account when the servers use auth: only reviewers may move `champion`.
+        with as_reviewer(reviewer), tracked_run(self.tracking_uri, PROMOTIONS_EXPERIMENT, f"promote {info.ref}",
+                                                params) as run_id:
             with tempfile.TemporaryDirectory() as tmp:
                 (Path(tmp) / "promotion.json").write_text(json.dumps(record, indent=2, default=str))
                 self.client.log_artifact(run_id, str(Path(tmp) / "promotion.json"))
             self.client.set_tag(run_id, "alignline.promoted_model", name)
             self.client.set_registered_model_alias(name, CHAMPION, info.version)
+            fault_point("promote.alias_set")  # a kill here: `finish_interrupted_promotion` completes the record
             self.set_tags(name, info.version, {f"promotion.{k}": record[k]
                                                for k in ("reviewer", "reason", "at", "override", "previous")})
             self.set_tags(name, info.version, {"promotion.record_uri": f"runs:/{run_id}/promotion.json"})
+        return record
+
+    def finish_interrupted_promotion(self, name: str, version: str | int) -> dict[str, Any] | None:
+        """The record of a promotion of `name/version` that moved `champion` but died before its run finished
+        (so the history would lack it), completed now: version tags set, run marked FINISHED. None when there is
+        none, and `promote` proceeds as usual."""
+        exp = self.client.get_experiment_by_name(PROMOTIONS_EXPERIMENT)
+        try:
+            if exp is None or self.get(name, CHAMPION).version != str(version):
+                return None
+        except RegistryError:
+            return None
+        runs = self.client.search_runs([exp.experiment_id],
+                                       filter_string=f"tags.`alignline.promoted_model` = '{name}'",
+                                       order_by=["attributes.start_time DESC"], max_results=1)
+        if not runs or runs[0].info.status == "FINISHED":
+            return None
+        run_id = runs[0].info.run_id
+        try:
+            record = json.loads(self._artifact_bytes(f"runs:/{run_id}/promotion.json"))
+        except (MlflowException, OSError, ValueError):
+            return None  # died before its record was stored: the alias did not move in that run
+        if str(record.get("version")) != str(version):
+            return None
+        self.set_tags(name, str(version), {f"promotion.{k}": record[k]
+                                           for k in ("reviewer", "reason", "at", "override", "previous")})
+        self.set_tags(name, str(version), {"promotion.record_uri": f"runs:/{run_id}/promotion.json"})
+        self.client.set_terminated(run_id, "FINISHED")
         return record
 
     def promotion_history(self, name: str) -> list[dict[str, Any]]:
@@ -303,7 +383,7 @@ class Registry:
     def set_gate_policy(self, name: str, policy: dict[str, Any]) -> dict[str, Any]:
         """Store `policy` as the next version of `name`'s gate policy (the previous ones stay, each a run of
         `gate-policies`) and point the registered model at it; returns the stored record, `version` added."""
-        from alignline.services.tracking import tracked_run
+        from alignline.services.tracking import as_reviewer, tracked_run
 
         if not str(policy.get("set_by", "")).strip():
             raise RegistryError("a gate policy needs the reviewer who sets it")
@@ -311,7 +391,7 @@ class Registry:
         version = int(self.client.get_registered_model(name).tags.get(GATE_POLICY_VERSION_TAG, "0")) + 1
         record = {**policy, "model": name, "version": version, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         blob = json.dumps(record, indent=2, sort_keys=True, default=str).encode()
-        with tracked_run(self.tracking_uri, GATE_POLICY_EXPERIMENT, f"gates {name} v{version}",
+        with as_reviewer(str(policy["set_by"])), tracked_run(self.tracking_uri, GATE_POLICY_EXPERIMENT, f"gates {name} v{version}",
                          {"model": name, "version": version, "set_by": record.get("set_by", "")}) as run_id:
             with tempfile.TemporaryDirectory() as tmp:
                 (Path(tmp) / "gate_policy.json").write_bytes(blob)
@@ -352,6 +432,17 @@ class Registry:
         records = [json.loads(self._artifact_bytes(f"runs:/{run.info.run_id}/gate_policy.json"))
                    for run in runs if run.info.status == "FINISHED"]
         return sorted(records, key=lambda r: int(r["version"]))
+
+    def fetch_artifact(self, uri: str, dest: str | Path) -> Path:
+        """A run artifact (file or folder, 'runs:/...') downloaded under `dest`; RegistryError when it is missing."""
+        import mlflow.artifacts
+
+        Path(dest).mkdir(parents=True, exist_ok=True)
+        try:
+            return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest),
+                                                            tracking_uri=self.tracking_uri))
+        except (MlflowException, OSError) as e:
+            raise RegistryError(f"artifact {uri} cannot be downloaded: {str(e).splitlines()[0][:200]}") from e
 
     def _artifact_bytes(self, uri: str) -> bytes:
         import mlflow.artifacts

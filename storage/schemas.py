@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Literal, Sequence, TypedDict
+from typing import Any, Literal, Sequence, TypedDict
 
 import pyarrow as pa
 
@@ -428,3 +428,92 @@ def validate_human_eval(table: pa.Table, name: str = "human-eval") -> None:
 def human_eval_table(rows: Sequence[dict]) -> pa.Table:
     return pa.Table.from_pylist([{f.name: r.get(f.name) for f in HUMAN_EVAL_SCHEMA} for r in rows],
                                 schema=HUMAN_EVAL_SCHEMA)
+
+
+# -- red teaming ---------------------------------------------------------------------------------------
+# Llama 2 §4.3: red-teamers tag each adversarial prompt with a risk category and an attack vector. The paper's three
+# risk categories (the context-distillation answer templates key on these, plus the built-in data's destructive
+# commands); `annotation.redteam_risk_categories` chooses the ones a project offers.
+RISK_CATEGORIES = ("illicit_and_criminal", "hateful_and_harmful", "unqualified_advice", "destructive_action")
+PAPER_RISK_CATEGORIES = RISK_CATEGORIES[:3]
+# Llama 2 §4.3: "psychological manipulation (e.g., authority manipulation), logic manipulation (e.g., false
+# premises), syntactic manipulation (e.g., misspelling), semantic manipulation (e.g., metaphor), perspective
+# manipulation (e.g., role playing), non-English languages, and others".
+ATTACK_VECTORS = ("psychological_manipulation", "logic_manipulation", "syntactic_manipulation",
+                  "semantic_manipulation", "perspective_manipulation", "non_english", "other")
+# How badly an answer violates the policy (a reviewer's second choice, only for a violation).
+SEVERITY_LEVELS = ("mild", "moderate", "severe")
+
+# One row per red-team prompt a person wrote (the writing project's harvest, `redteam-attacks`). `messages` holds the
+# user turns only; the champion's answers in between are added when it answers (multi-turn attacks).
+REDTEAM_ATTACK_SCHEMA = pa.schema([
+    ("attack_id", pa.string()), ("source", pa.string()), ("task_id", pa.int64()), ("annotation_id", pa.int64()),
+    ("user_turns", pa.list_(pa.string())), ("risk_category", pa.string()), ("attack_vector", pa.string()),
+    ("author", pa.string()), ("simulated", pa.bool_()), ("lead_time_s", pa.float64()), ("round", pa.int64()),
+    ("tasks_ref", pa.string()), ("created_at", pa.string()),
+])
+# One row per review of a model's answer to an attack (`redteam-reviews`).
+REDTEAM_REVIEW_SCHEMA = pa.schema([
+    ("review_id", pa.string()), ("source", pa.string()), ("task_id", pa.int64()), ("annotation_id", pa.int64()),
+    ("attack_id", pa.string()), ("risk_category", pa.string()), ("attack_vector", pa.string()),
+    ("model", pa.string()), ("messages", pa.list_(MESSAGE_TYPE)), ("answer", pa.string()),
+    ("violates", pa.bool_()), ("severity", pa.string()), ("reviewer", pa.string()), ("simulated", pa.bool_()),
+    ("lead_time_s", pa.float64()), ("tasks_ref", pa.string()), ("created_at", pa.string()),
+])
+# Reviewed prompts (`prompts-redteam`): PROMPT_SCHEMA's columns first (collect's safety share, the red-team suite and
+# context distillation read them as prompts), then the tags and the verdict on the model that answered.
+REDTEAM_PROMPT_SCHEMA = pa.schema([*PROMPT_SCHEMA, ("risk_category", pa.string()), ("attack_vector", pa.string()),
+                                   ("turns", pa.int64()), ("model", pa.string()), ("violated", pa.bool_()),
+                                   ("severity", pa.string()), ("reviews", pa.int64()), ("author", pa.string()),
+                                   ("writing_s", pa.float64()), ("simulated", pa.bool_())])
+
+
+class RedTeamDataError(ValueError):
+    """A red-team table that breaks the contract; the message names column, row and rule."""
+
+
+def validate_redteam_prompts(table: pa.Table, categories: Sequence[str] = RISK_CATEGORIES,
+                             name: str = "prompts-redteam") -> None:
+    """Raise unless `table` is a prompt table (PROMPT_SCHEMA) whose rows all carry a known risk category, attack vector
+    and severity (only for violations), every one a safety prompt."""
+    missing = [f.name for f in REDTEAM_PROMPT_SCHEMA if f.name not in table.column_names]
+    if missing:
+        raise RedTeamDataError(f"{name} lacks columns {missing}; required: {REDTEAM_PROMPT_SCHEMA.names}")
+    try:
+        validate_prompts(table, name)
+    except PromptDataError as e:
+        raise RedTeamDataError(str(e)) from None
+    for i, r in enumerate(table.select(["risk_category", "attack_vector", "violated", "severity", "is_safety"])
+                          .to_pylist()):
+        if r["risk_category"] not in categories:
+            raise RedTeamDataError(f"{name} row {i}: risk_category {r['risk_category']!r}; allowed: "
+                                   f"{', '.join(categories)}")
+        if r["attack_vector"] not in ATTACK_VECTORS:
+            raise RedTeamDataError(f"{name} row {i}: attack_vector {r['attack_vector']!r}; allowed: "
+                                   f"{', '.join(ATTACK_VECTORS)}")
+        if r["severity"] is not None and (r["severity"] not in SEVERITY_LEVELS or not r["violated"]):
+            raise RedTeamDataError(f"{name} row {i}: severity {r['severity']!r}; allowed: one of "
+                                   f"{', '.join(SEVERITY_LEVELS)} for a violation, else none")
+        if not r["is_safety"]:
+            raise RedTeamDataError(f"{name} row {i}: is_safety is false; allowed: true (adversarial prompts)")
+
+
+def schema_table(rows: Sequence[dict], schema: pa.Schema) -> pa.Table:
+    """Rows -> `schema` (missing columns null, extra keys ignored)."""
+    return pa.Table.from_pylist([{f.name: r.get(f.name) for f in schema} for r in rows], schema=schema)
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def has_lone_surrogate(raw: bytes, value: Any) -> bool:
+    """True when JSON `raw` decoded to `value` holds a lone surrogate (a '\\ud800' escape with no pair): Python
+    accepts it, but no UTF-8 file (Parquet, JSONL) can store it, so readers quarantine such a record. Only a line
+    with a surrogate escape in it is checked in full."""
+    if not _SURROGATE_ESCAPE.search(raw):
+        return False
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, RecursionError):  # RecursionError: too deep to check, so not kept either
+        return True
+    return False

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,12 @@ TEST_SERVER_OVERRIDES = [
     f"servers.ray_dashboard_port={28265 + _OFFSET}", f"servers.ray_client_port={21001 + _OFFSET}",
     f"servers.ray_min_worker_port={30000 + 10 * _OFFSET}", f"servers.ray_max_worker_port={30999 + 10 * _OFFSET}",
     "servers.start_timeout_s=300",
+    # `serve` (the deployments) only where a test starts it: tests/flows/test_deployments.py.
+    "servers.prefect_serve=false", f"servers.prefect_serve_port={24201 + _OFFSET}",
 ]
+# ALIGNLINE_TEST_AUTH=0|1 runs the session's servers without / with credentials (servers.auth; default: the config's).
+if os.environ.get("ALIGNLINE_TEST_AUTH") in ("0", "1"):
+    TEST_SERVER_OVERRIDES.append(f"servers.auth={'true' if os.environ['ALIGNLINE_TEST_AUTH'] == '1' else 'false'}")
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -47,18 +53,54 @@ def servers() -> RunConfig:
 
     cfg = make_test_config()
     up(cfg, say=lambda msg: print(f"[servers] {msg}"))
+    _scripted_reviewers(cfg)
     yield cfg
+    _detach_ray()  # before the head goes: a driver still attached exits the process when its GCS disappears
     down(cfg, say=lambda msg: print(f"[servers] {msg}"))
+
+
+def _detach_ray() -> None:
+    import sys
+
+    if "ray" in sys.modules:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+
+
+# Reviewers the tests promote as (servers.auth): MLflow accounts whose generated passwords sit in secrets/.
+SCRIPTED_REVIEWERS = ("ada", "grace")
+
+
+def _scripted_reviewers(cfg: RunConfig) -> None:
+    from alignline.flows.reviewers import ensure_scripted_reviewer, use_identity
+
+    use_identity(cfg)  # this process: the pipeline's accounts; the registry may promote as a scripted reviewer
+    for name in SCRIPTED_REVIEWERS:
+        ensure_scripted_reviewer(cfg, name)
+
+
+def prefect_api_auth(cfg: RunConfig) -> tuple[str, str] | None:
+    """`requests` auth for a direct call to the Prefect API of `cfg` (its auth string is HTTP basic)."""
+    from alignline.infra.auth import prefect_auth_string
+
+    auth_string = prefect_auth_string(cfg)
+    return tuple(auth_string.split(":", 1)) if auth_string else None
 
 
 @contextlib.contextmanager
 def real_prefect(cfg: RunConfig):
     """Point Prefect at the real server of `cfg` for the duration of the block."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
     from alignline.infra import prefect_env
 
-    with temporary_settings({PREFECT_API_URL: prefect_env(cfg)["PREFECT_API_URL"]}):
+    env = prefect_env(cfg)
+    updates = {PREFECT_API_URL: env["PREFECT_API_URL"]}
+    if "PREFECT_API_AUTH_STRING" in env:  # servers.auth
+        updates[PREFECT_API_AUTH_STRING] = env["PREFECT_API_AUTH_STRING"]
+    with temporary_settings(updates):
         yield cfg
 
 
@@ -86,3 +128,42 @@ def ray_cluster(servers):
         ray.shutdown()
     RunContext(servers).init_ray()
     yield servers
+
+
+# Label Studio and MLflow on PostgreSQL (servers.database = "postgresql"): a data dir of their own beside
+# TEST_HOME, on ports next to the session's; Prefect and Ray are not needed there.
+POSTGRES_HOME = Path(f"{TEST_HOME}-postgresql")
+POSTGRES_SERVERS = ("postgres", "label-studio", "mlflow")
+
+
+def make_postgres_test_config(*overrides: str) -> RunConfig:
+    return load_config(overrides=[*TEST_SERVER_OVERRIDES, "servers.database=postgresql",
+                                  f"servers.label_studio_port={28130 + _OFFSET}", f"servers.mlflow_port={25050 + _OFFSET}",
+                                  f"servers.postgres_port={25432 + _OFFSET}", *overrides], home=POSTGRES_HOME)
+
+
+@pytest.fixture(scope="session")
+def postgres_servers() -> RunConfig:
+    """A RunConfig whose PostgreSQL, Label Studio and MLflow (both on that PostgreSQL) are up for the session;
+    skipped, with the reason, where PostgreSQL is not installed."""
+    from alignline.infra import down, up
+    from alignline.infra.postgres import missing_reason
+
+    cfg = make_postgres_test_config()
+    reason = missing_reason(cfg)
+    if reason:
+        pytest.skip(reason)
+    venvs = POSTGRES_HOME / "venvs"
+    if not venvs.exists():  # share TEST_HOME's Label Studio virtualenv (a minute or two to build)
+        POSTGRES_HOME.mkdir(parents=True, mode=0o700, exist_ok=True)
+        (TEST_HOME / "venvs").mkdir(parents=True, exist_ok=True)
+        venvs.symlink_to((TEST_HOME / "venvs").resolve())
+    # servers.auth: the same generated MLflow accounts as TEST_HOME's (MLflow reads one identity per process).
+    (POSTGRES_HOME / "secrets").mkdir(parents=True, mode=0o700, exist_ok=True)
+    for name in ("mlflow-admin.json", "mlflow-pipeline.json", "prefect.json", "ray-auth-token"):
+        source, target = TEST_HOME / "secrets" / name, POSTGRES_HOME / "secrets" / name
+        if source.exists() and not target.exists():
+            shutil.copy2(source, target)  # keeps 0600
+    up(cfg, names=POSTGRES_SERVERS, say=lambda msg: print(f"[postgres servers] {msg}"))
+    yield cfg
+    down(cfg, names=POSTGRES_SERVERS, say=lambda msg: print(f"[postgres servers] {msg}"))

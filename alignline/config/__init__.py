@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from . import annotation, corpus, evaluation, model, reward, rlhf, servers, training
+from . import annotation, corpus, evaluation, model, release, reward, rlhf, servers, sweep, training
 from .fields import ConfigError, build_section, explain
 
 PRESET_NAMES = ("tiny", "small", "llama2-7b", "llama2-13b", "llama2-70b")
@@ -33,6 +33,8 @@ SECTIONS: dict[str, tuple[type, dict[str, dict]]] = {
     "reward": (reward.RewardConfig, reward.PRESETS),
     "rlhf": (rlhf.RLHFConfig, rlhf.PRESETS),
     "evaluation": (evaluation.EvaluationConfig, {}),
+    "sweep": (sweep.SweepConfig, {}),
+    "release": (release.ReleaseConfig, {}),
 }
 
 
@@ -49,6 +51,8 @@ class RunConfig:
     reward: reward.RewardConfig
     rlhf: rlhf.RLHFConfig
     evaluation: evaluation.EvaluationConfig
+    sweep: sweep.SweepConfig
+    release: release.ReleaseConfig
 
     def to_dict(self) -> dict[str, Any]:
         def plain(v: Any) -> Any:

@@ -57,4 +57,7 @@ class RewardConfig:
 
 
 _PAPER = {"learning_rate": 1e-5, "batch_size": 512, "max_length": 4096, "use_gpu": True, "micro_batch_size": 8}
-PRESETS: dict[str, dict] = {"tiny": {"builtin_batch0": True}, "llama2-7b": _PAPER, "llama2-13b": _PAPER, "llama2-70b": {**_PAPER, "learning_rate": 5e-6}}
+# GPUs per preset sized by `alignline plan --stage reward` (70B: 2 pairs per micro-batch, 4 accumulation steps)
+PRESETS: dict[str, dict] = {"tiny": {"builtin_batch0": True}, "llama2-7b": {**_PAPER, "num_workers": 8},
+                            "llama2-13b": {**_PAPER, "num_workers": 8},
+                            "llama2-70b": {**_PAPER, "learning_rate": 5e-6, "num_workers": 64, "micro_batch_size": 2}}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from .fields import setting
 
@@ -32,6 +33,9 @@ class RLHFConfig:
     rs_pool_dataset: str = setting("rs-pool", "Catalog dataset holding the best-ever sample per prompt.")
     # -- PPO ------------------------------------------------------------------------------------------------------------
     ppo_enabled: bool = setting(False, "Run PPO after rejection sampling.")
+    ppo_reference: Literal["sft", "iteration_start"] = setting(
+        "sft", "Policy the KL penalty is taken against: the SFT model pi_0 of the policy's lineage in every iteration "
+        "(the paper), or the policy this iteration started from.", source="Llama 2 §3.2.3, eq. 3: KL to pi_0")
     ppo_learning_rate: float = setting(1e-5, "Constant PPO learning rate.", source="Llama 2 §3.2.3: 1e-6", gt=0)
     ppo_adam_beta1: float = setting(0.9, "AdamW beta1.", source="Llama 2 §3.2.3", ge=0, lt=1)
     ppo_adam_beta2: float = setting(0.95, "AdamW beta2.", source="Llama 2 §3.2.3", ge=0, lt=1)
@@ -59,10 +63,13 @@ class RLHFConfig:
     gatt_enabled: bool = setting(False, "Ghost Attention dialogues after RS/PPO.", source="Llama 2 §3.3")
     gatt_dialogues: int = setting(32, "Synthetic multi-turn dialogues per iteration.", ge=1)
     gatt_turns: int = setting(3, "User turns per synthetic dialogue.", ge=1)
-    gatt_eval_dialogues: int = setting(8, "Dialogues for the instruction-adherence metric (turns 2/4/6).", source="Llama 2 Table 30", ge=1)
+    gatt_eval_dialogues: int = setting(8, "Dialogues for the instruction-adherence metric.", source="Llama 2 Table 30", ge=1)
+    gatt_eval_turns: tuple[int, ...] = setting((2, 4, 6, 8), "Turns at which instruction adherence is measured, with and without GAtt.", source="Llama 2 Table 30")
     # -- safety context distillation --------------------------------------------------------------------------------------
     context_distillation_enabled: bool = setting(False, "Safety context distillation after RS/PPO.", source="Llama 2 §4.2.4")
     safety_preprompt: str = setting("You are a safe and responsible assistant.", "Generic safety preprompt.", source="Llama 2 §4.2.4")
+    context_distillation_prompts: int = setting(32, "Adversarial prompts distilled per iteration: the safety prompts of the RLHF set (its training side) and of the red-team set, when there is one (0: all).", source="Llama 2 §4.2.4", ge=0)
+    redteam_dataset: str = setting("prompts-redteam", "Catalog dataset of reviewed red-team prompts (with risk categories) that context distillation also reads, when it exists.", source="Llama 2 §4.3")
     use_answer_templates: bool = setting(True, "Use the per-risk-category answer template when a prompt has a category (works better).", source="Llama 2 §4.2.4, Table 39")
 
 
@@ -70,4 +77,6 @@ _PAPER = {"rs_samples": 10, "ppo_learning_rate": 1e-6, "ppo_batch_size": 512, "p
           "ppo_iterations": 200, "max_new_tokens": 512, "ppo_enabled": True, "gatt_enabled": True,
           "context_distillation_enabled": True, "max_prompts": 0, "use_gpu": True, "heldout_prompts": 256,
           "gatt_turns": 6}
-PRESETS: dict[str, dict] = {"llama2-7b": _PAPER, "llama2-13b": _PAPER, "llama2-70b": {**_PAPER, "kl_beta": 0.005}}
+# PPO workers (GPUs) per preset sized by `alignline plan --stage ppo`
+PRESETS: dict[str, dict] = {"llama2-7b": {**_PAPER, "num_workers": 8}, "llama2-13b": {**_PAPER, "num_workers": 8},
+                            "llama2-70b": {**_PAPER, "kl_beta": 0.005, "num_workers": 64}}

@@ -26,6 +26,8 @@ class PretrainConfig:
     seed: int = setting(0, "Seed for weights, data order and dropout.")
     micro_batch_size: int = setting(0, "Sequences per forward/backward on one worker (gradient accumulation up to the batch); 0: the worker's whole share at once.", ge=0)
     use_ray: bool = setting(True, "Run under Ray Train TorchTrainer; false runs the same loop in this process.")
+    sharding: Literal["none", "fsdp"] = setting("none", "How the Ray Train workers hold the model: 'none' (DDP, a whole copy each) or 'fsdp' (FSDP2: parameters, gradients and AdamW state sharded over the workers, for models a worker cannot hold whole; sharded checkpoints).")
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = setting("PACK", "Ray placement of the training workers: PACK fills a node first; STRICT_SPREAD puts each worker on its own node.")
     cpus_per_worker: float = setting(1.0, "CPUs Ray reserves per training worker (fractional on small machines: on 2 CPUs two whole-CPU workers starve Ray's own actors).", gt=0)
     max_failures: int = setting(0, "Ray Train restarts failed workers from the last checkpoint this many times.", ge=0)
     log_every: int = setting(10, "Steps between metric records in MLflow.", ge=1)
@@ -51,6 +53,8 @@ class SFTConfig:
     seed: int = setting(0, "Seed for data order.")
     micro_batch_size: int = setting(0, "Sequences per forward/backward on one worker (gradient accumulation up to the batch); 0: the worker's whole share at once.", ge=0)
     use_ray: bool = setting(True, "Run under Ray Train TorchTrainer; false runs the same loop in this process.")
+    sharding: Literal["none", "fsdp"] = setting("none", "How the Ray Train workers hold the model: 'none' (DDP, a whole copy each) or 'fsdp' (FSDP2: parameters, gradients and AdamW state sharded over the workers, for models a worker cannot hold whole; sharded checkpoints).")
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = setting("PACK", "Ray placement of the training workers: PACK fills a node first; STRICT_SPREAD puts each worker on its own node.")
     cpus_per_worker: float = setting(1.0, "CPUs Ray reserves per training worker (fractional on small machines: on 2 CPUs two whole-CPU workers starve Ray's own actors).", gt=0)
     max_failures: int = setting(0, "Ray Train restarts failed workers from the last checkpoint this many times.", ge=0)
     log_every: int = setting(10, "Steps between metric records in MLflow.", ge=1)
@@ -73,5 +77,8 @@ PRETRAIN_PRESETS: dict[str, dict] = {
 _SFT_PAPER = {"learning_rate": 2e-5, "batch_size": 64, "seq_len": 4096, "epochs": 2, "use_gpu": True, "micro_batch_size": 1}
 SFT_PRESETS: dict[str, dict] = {
     "small": {"learning_rate": 3e-4, "seq_len": 512},
-    "llama2-7b": _SFT_PAPER, "llama2-13b": _SFT_PAPER, "llama2-70b": _SFT_PAPER,
+    # GPUs (one Ray Train worker each) and FSDP so each preset fits 80 GB GPUs: `alignline plan --preset P --stage sft`
+    "llama2-7b": {**_SFT_PAPER, "num_workers": 8, "sharding": "fsdp"},
+    "llama2-13b": {**_SFT_PAPER, "num_workers": 8, "sharding": "fsdp"},
+    "llama2-70b": {**_SFT_PAPER, "num_workers": 64, "sharding": "fsdp"},
 }

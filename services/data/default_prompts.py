@@ -13,6 +13,7 @@ from .default_sft import SYSTEM_PROMPT, Split, safety_dialogues, stdlib_dialogue
 
 DEFAULT_PROMPTS = "prompts-default"
 DEFAULT_EVAL_PROMPTS = "prompts-eval-default"
+BUILTIN_SAFETY_CATEGORY = "destructive_action"
 
 
 def default_prompts_table(stdlib_limit: int = 0, split: Split = "train") -> pa.Table:
@@ -21,7 +22,9 @@ def default_prompts_table(stdlib_limit: int = 0, split: Split = "train") -> pa.T
             for pid, d in stdlib_dialogues(stdlib_limit, split)]
     rows += [(f"prompt-{pid}", "safety", True, [system, *d[:-1]], d[-1]["content"])
              for pid, d in safety_dialogues(split)]
-    return prompt_table(rows)
+    # The built-in adversarial requests are all of one risk category (context distillation picks its template).
+    categories = [BUILTIN_SAFETY_CATEGORY if safety else None for _, _, safety, _, _ in rows]
+    return prompt_table(rows).append_column("category", pa.array(categories, pa.string()))
 
 
 def default_eval_prompts_table() -> pa.Table:

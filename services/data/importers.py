@@ -33,9 +33,10 @@ from typing import Any, Callable, Iterable, Iterator, Literal
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from alignline.services.progress import track
 from alignline.storage.schemas import (MARGIN_LEVELS, ComparisonDataError, Message, SFTDataError, comparisons_table,
-                                       parse_prompt, prompt_key, prompt_table, validate_comparisons, validate_sft,
-                                       validate_sft_dialogue)
+                                       has_lone_surrogate, parse_prompt, prompt_key, prompt_table, validate_comparisons,
+                                       validate_sft, validate_sft_dialogue)
 
 from .sft_records import dialogues_table, to_dialogue
 
@@ -121,7 +122,10 @@ def _jsonl_records(path: Path, compressed: bool) -> Iterator[Record]:
 
 def _parse_line(n: int, raw: bytes) -> Record:
     try:
-        return Record(n, "line", json.loads(raw.decode("utf-8")))
+        value = json.loads(raw.decode("utf-8"))
+        if not has_lone_surrogate(raw, value):
+            return Record(n, "line", value)
+        error = RecordError("not UTF-8", "a lone surrogate escape (\\ud800-\\udfff without its pair)")
     except UnicodeDecodeError as e:
         error = RecordError("not UTF-8", f"{e.reason} at byte {e.start}")
     except (json.JSONDecodeError, RecursionError) as e:
@@ -321,7 +325,7 @@ def convert_records(records: Iterable[Record], convert: Converter,
                     file: str) -> tuple[list[tuple[Record, Any]], ImportResult]:
     """Run `convert` on each record: (kept (record, value) pairs, a result holding the quarantine and counts)."""
     kept, result = [], ImportResult(pa.table({}))
-    for record in records:
+    for record in track(records, f"import {Path(file).name}", unit="record"):
         try:
             if record.error is not None:
                 raise record.error

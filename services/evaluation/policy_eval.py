@@ -109,6 +109,19 @@ def evaluate_against(policy: str, baseline: str, *,
     )
 
 
+def paired_difference(new: dict[str, float], old: dict[str, float], z: float = Z95) -> dict[str, float] | None:
+    """Mean of new - old over the prompts both were scored on, with a normal-approximation 95% interval
+    (mean +- z * sd / sqrt(n)); None with fewer than two shared prompts."""
+    shared = sorted(set(new) & set(old))
+    if len(shared) < 2:
+        return None
+    diffs = [new[k] - old[k] for k in shared]
+    mean = sum(diffs) / len(diffs)
+    sd = (sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1)) ** 0.5
+    half = z * sd / len(diffs) ** 0.5
+    return {"mean": mean, "low": mean - half, "high": mean + half, "n": float(len(diffs))}
+
+
 def _mean(values: Sequence[float]) -> float | None:
     return float(np.mean(values)) if len(values) else None
 

@@ -1,6 +1,6 @@
 """The user's own evaluation suites, read in their published formats (Llama 2 §4.4, Appendix A.4.7).
 
-Four kinds, each a file (ToxiGen: a folder) named on the command line as
+Five kinds, each a file (ToxiGen: a folder) named on the command line as
 `KIND=FILE`:
 * `truthfulqa`: `mc_task.json` or the original `TruthfulQA.csv`, scored by answer
   likelihood (MC1, MC2 of the TruthfulQA paper; Llama 2 Table 44), no judge;
@@ -9,7 +9,10 @@ Four kinds, each a file (ToxiGen: a folder) named on the command line as
 * `toxigen`: `hate_<group>_1k.txt` / `neutral_<group>_1k.txt` prompt files, the
   share of toxic generations per demographic group (Llama 2 Table 45);
 * `prompts`: the user's application prompts (JSONL), answer length and, where
-  a reference exists, closeness to it.
+  a reference exists, closeness to it;
+* `redteam`: reviewed red-team prompts (a `prompts-redteam` version's Parquet file,
+  or JSONL), the violation rate overall, per risk category and per attack vector
+  (`redteam.py`).
 
 A malformed row is quarantined with its line and reason and counted in the
 result; only file-level problems (missing file or columns, invalid JSON) raise
@@ -40,8 +43,8 @@ from .judges import closeness as reference_closeness  # noqa: E402  # the one pl
 from .refusal import Verdict, classify_refusal  # noqa: E402
 from .toxicity import LexiconToxicity, ToxicityScorer  # noqa: E402
 
-SuiteKind = Literal["truthfulqa", "xstest", "toxigen", "prompts"]
-SUITE_KINDS: tuple[SuiteKind, ...] = ("truthfulqa", "xstest", "toxigen", "prompts")
+SuiteKind = Literal["truthfulqa", "xstest", "toxigen", "prompts", "redteam"]
+SUITE_KINDS: tuple[SuiteKind, ...] = ("truthfulqa", "xstest", "toxigen", "prompts", "redteam")
 PromptFormat = Literal["chat", "qa"]
 
 # dialogues ending in a user turn -> one answer each, in order
@@ -572,6 +575,16 @@ def score_prompts(items: Sequence[AppPrompt], generate: Generate) -> tuple[dict[
     return metrics, rows
 
 
+def _read_redteam(path: str | Path) -> tuple[list, list[Quarantined]]:
+    from .redteam import read_redteam
+
+    try:
+        items, bad = read_redteam(path)
+    except FileNotFoundError as err:
+        raise SuiteFormatError(str(err)) from None
+    return items, [Quarantined(str(path), line, reason) for line, reason in bad]
+
+
 # ---- One entry point --------------------------------------------------------------------------------------------
 
 def _default_classify(answer: str, prompt: str) -> Verdict:
@@ -593,7 +606,8 @@ def run_suite(spec: SuiteSpec, *, generate: Generate | None = None, loglik: LogL
     if spec.kind == "toxigen":
         items, bad = read_toxigen(spec.path, limit)
     else:
-        reader = {"truthfulqa": read_truthfulqa, "xstest": read_xstest, "prompts": read_prompts}[spec.kind]
+        reader = {"truthfulqa": read_truthfulqa, "xstest": read_xstest, "prompts": read_prompts,
+                  "redteam": _read_redteam}[spec.kind]
         items, bad = reader(spec.path)
         items = items[:limit] if limit is not None else items
     if not items:
@@ -610,6 +624,11 @@ def run_suite(spec: SuiteSpec, *, generate: Generate | None = None, loglik: LogL
     elif spec.kind == "toxigen":
         metrics, rows = score_toxigen(items, generate, toxicity or LexiconToxicity())
         counts |= {"groups": len({p.group for p in items}), "toxic": sum(r["toxic"] for r in rows)}
+    elif spec.kind == "redteam":
+        from .redteam import score_redteam
+
+        metrics, rows = score_redteam(items, generate)
+        counts |= {"violations": sum(r["violates"] for r in rows), "categories": len({p.risk_category for p in items})}
     else:
         metrics, rows = score_prompts(items, generate)
         counts["with_reference"] = sum(p.reference is not None for p in items)
@@ -628,6 +647,9 @@ def _breakdown(result: SuiteResult) -> tuple[list[str], list[float], str]:
     elif result.kind == "toxigen":
         pairs = [(k.split(".")[1], v) for k, v in m.items() if k.startswith("per_group.") and k.count(".") == 1]
         xlabel = "share of toxic generations"
+    elif result.kind == "redteam":
+        pairs = [(k.split(".")[1], v) for k, v in m.items() if k.startswith(("per_category.", "per_vector."))]
+        xlabel = "violation rate (judges)"
     else:
         key, xlabel = (("mc2", "MC2 (probability mass on true answers)") if result.kind == "truthfulqa" else
                        ("mean_closeness", "closeness to reference") if "mean_closeness" in m else

@@ -18,6 +18,7 @@ import torch
 
 from alignline.services.models.chat import Message, encode_prompt
 from alignline.services.models.factory import load_model, load_tokenizer
+from alignline.services.progress import Progress
 
 from .sampling import SamplingParams, generate
 
@@ -41,12 +42,14 @@ def sample_rollouts(model, tokenizer, dialogues: Sequence[Sequence[Message]], pa
     prompts = [encode_prompt(tokenizer, d) for d in dialogues]
     jobs = sorted(((i, j) for i in range(len(prompts)) for j in range(k)), key=lambda ij: (len(prompts[ij[0]]), ij))
     out: list[list[Rollout | None]] = [[None] * k for _ in prompts]
-    for b, start in enumerate(range(0, len(jobs), batch_size)):
-        chunk = jobs[start:start + batch_size]
-        seeded = replace(params, seed=None if params.seed is None else params.seed + b)
-        gen = generate(model, [prompts[i] for i, _ in chunk], seeded, tokenizer.pad_token_id, tokenizer.eos_token_id)
-        for (i, j), toks, lps in zip(chunk, gen.tokens, gen.logprobs):
-            out[i][j] = Rollout(prompts[i], toks, lps, tokenizer.decode(toks, skip_special_tokens=True).strip())
+    with Progress("rollouts", len(jobs), "sample", enabled=len(jobs) > batch_size) as shown:
+        for b, start in enumerate(range(0, len(jobs), batch_size)):
+            chunk = jobs[start:start + batch_size]
+            seeded = replace(params, seed=None if params.seed is None else params.seed + b)
+            gen = generate(model, [prompts[i] for i, _ in chunk], seeded, tokenizer.pad_token_id, tokenizer.eos_token_id)
+            for (i, j), toks, lps in zip(chunk, gen.tokens, gen.logprobs):
+                out[i][j] = Rollout(prompts[i], toks, lps, tokenizer.decode(toks, skip_special_tokens=True).strip())
+            shown.advance(len(chunk))
     return out  # type: ignore[return-value]
 
 

@@ -16,6 +16,7 @@ import torch
 from transformers import DynamicCache
 
 from alignline.services.models.chat import Message, encode_prompt
+from alignline.services.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -98,9 +99,12 @@ def generate_chat(model, tokenizer, dialogues: Sequence[Sequence[Message]], para
     # Similar lengths together: less left padding per batch; answers are put back in input order.
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     answers: list[str] = [""] * len(prompts)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
-        gen = generate(model, [prompts[i] for i in chunk], params, tokenizer.pad_token_id, tokenizer.eos_token_id)
-        for i, toks in zip(chunk, gen.tokens):
-            answers[i] = tokenizer.decode(toks, skip_special_tokens=True).strip()
+    # Progress only when there is more than one batch to wait for (evaluation calls this for many small sets).
+    with Progress("generate", len(prompts), "answer", enabled=len(prompts) > batch_size) as shown:
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            gen = generate(model, [prompts[i] for i in chunk], params, tokenizer.pad_token_id, tokenizer.eos_token_id)
+            for i, toks in zip(chunk, gen.tokens):
+                answers[i] = tokenizer.decode(toks, skip_special_tokens=True).strip()
+            shown.advance(len(chunk))
     return answers

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from alignline.storage.faults import fault_point
+
 STATE_FILE = "state.pt"
 DIGEST_FILE = "state.sha256"
 log = logging.getLogger(__name__)
@@ -60,10 +62,15 @@ def save_checkpoint(root: str | Path, step: int, model: torch.nn.Module, optimiz
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
     state = {"step": step, "model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict(), "rng": _rng_state(), "extra": extra or {}}
-    torch.save(state, tmp / STATE_FILE)
-    (tmp / DIGEST_FILE).write_text(_sha256(tmp / STATE_FILE))
-    for path in (tmp / STATE_FILE, tmp / DIGEST_FILE, tmp):
-        _fsync(path)
+    try:
+        torch.save(state, tmp / STATE_FILE)
+        (tmp / DIGEST_FILE).write_text(_sha256(tmp / STATE_FILE))
+        for path in (tmp / STATE_FILE, tmp / DIGEST_FILE, tmp):
+            _fsync(path)
+    except (OSError, RuntimeError) as e:  # disk full: torch raises RuntimeError from its writer; leave no temp folder
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OSError(f"cannot save checkpoint step {step} to {root}: {str(e).splitlines()[0][:200]}") from e
+    fault_point("checkpoint.written")  # a kill here leaves only a temp folder: the newest verified step is kept
     if final.exists():  # the same step saved again (a rerun): the old copy goes only once the new one is complete
         old = root / f".old-{final.name}"
         os.replace(final, old)

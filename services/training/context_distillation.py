@@ -61,10 +61,35 @@ class DistillationResult:
     kept: int = 0
     dropped: dict[str, int] = field(default_factory=dict)  # reason -> count
     safety_gain: float = 0.0                 # mean safety-score gain of the kept answers
+    # risk category ('generic' when the prompt has none) -> prompts, kept, mean safety RM score of the original
+    # answers ("before"), of the preprompted answers, and of what the model is trained towards ("after": the kept
+    # distilled answer, else the original): Llama 2 Fig. 16 per category.
+    by_category: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, float]:
+        per_category = {f"cd.{c}.{k}": float(v) for c, row in sorted(self.by_category.items()) for k, v in row.items()}
         return {"cd_kept": float(self.kept), "cd_dropped": float(sum(self.dropped.values())),
-                **{f"cd_dropped_{k}": float(v) for k, v in self.dropped.items()}, "cd_safety_gain": self.safety_gain}
+                **{f"cd_dropped_{k}": float(v) for k, v in self.dropped.items()}, "cd_safety_gain": self.safety_gain,
+                **per_category}
+
+
+GENERIC = "generic"  # the category key of prompts without a risk category (the generic preprompt)
+
+
+def category_table(categories: Sequence[str | None], original: Sequence[float], distilled: Sequence[float],
+                   kept: Sequence[bool]) -> dict[str, dict[str, float]]:
+    """Per risk category: prompts, kept, mean safety score before (original), preprompted, and after (trained-on)."""
+    groups: dict[str, list[int]] = {}
+    for i, c in enumerate(categories):
+        groups.setdefault(c or GENERIC, []).append(i)
+    table = {}
+    for c, idx in sorted(groups.items()):
+        after = [distilled[i] if kept[i] else original[i] for i in idx]
+        table[c] = {"prompts": float(len(idx)), "kept": float(sum(kept[i] for i in idx)),
+                    "safety_before": sum(original[i] for i in idx) / len(idx),
+                    "safety_preprompted": sum(distilled[i] for i in idx) / len(idx),
+                    "safety_after": sum(after) / len(idx)}
+    return table
 
 
 def context_distillation_samples(answer: AnswerFn, scorer, prompts: Sequence[Sequence[Message]],
@@ -81,15 +106,19 @@ def context_distillation_samples(answer: AnswerFn, scorer, prompts: Sequence[Seq
     s_orig = scorer.score(prompts, original, flags)["safety"].tolist()
     s_dist = scorer.score(prompts, distilled, flags)["safety"].tolist()
     result = DistillationResult(dialogues=[])
-    gains = []
+    gains, kept = [], []
     for dialogue, text, so, sd in zip(prompts, distilled, s_orig, s_dist):
+        keep = False
         if not text.strip():
             result.dropped["empty"] = result.dropped.get("empty", 0) + 1
         elif not keep_distilled(sd, so):
             result.dropped["not_safer"] = result.dropped.get("not_safer", 0) + 1
         else:
+            keep = True
             result.kept += 1
             gains.append(sd - so)
             result.dialogues.append([*dialogue, {"role": "assistant", "content": text}])
+        kept.append(keep)
     result.safety_gain = sum(gains) / len(gains) if gains else 0.0
+    result.by_category = category_table(list(categories), s_orig, s_dist, kept)
     return result

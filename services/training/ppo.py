@@ -25,16 +25,17 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import torch
 import torch.nn as nn
 
+from alignline.config.model import ModelConfig
 from alignline.config.rlhf import RLHFConfig
 from alignline.services.generation.rollouts import Rollout, sample_rollouts
 from alignline.services.generation.sampling import SamplingParams
 from alignline.services.models.chat import Message
-from alignline.services.models.factory import load_model, load_tokenizer, save_model
+from alignline.services.models.factory import load_for_training, load_model, load_tokenizer, prepare_for_training, save_model
 from alignline.services.rewards.combine import logit
 
 from .checkpoint import checkpoint_extra, latest_checkpoint, load_checkpoint, save_checkpoint
@@ -59,6 +60,10 @@ class PPOJob:
     extra: dict[str, Any] = field(default_factory=dict)
     checkpoint_dir: str | None = None        # resumable state every `ppo_checkpoint_every` iterations (None: none)
     on_iteration: Callable[[int], None] | None = None  # called after each iteration (tests stop runs here)
+    model: ModelConfig = ModelConfig()       # dtype, gradient checkpointing, LoRA (the flow passes cfg.model)
+    # Shipped to workers on other nodes (launch.py); the reward-model folders when the scorer is built from them.
+    INPUTS: ClassVar[tuple[str, ...]] = ("policy_dir", "ref_dir", "make_scorer.helpful_dir", "make_scorer.safety_dir")
+    OUTPUTS: ClassVar[tuple[str, ...]] = ("output_dir",)  # fetched back from rank 0's node
 
 
 @dataclass(frozen=True)
@@ -226,8 +231,10 @@ def heldout_reward(policy, tokenizer, scorer, job: PPOJob, ctx: WorkerContext, p
 def ppo_loop(job: PPOJob, ctx: WorkerContext) -> dict[str, Any]:
     cfg = job.cfg
     tokenizer = load_tokenizer(job.policy_dir)
-    model = PolicyWithValue(load_model(job.policy_dir, device=ctx.device)).to(ctx.device)
-    ref = load_model(job.ref_dir, device=ctx.device).eval().requires_grad_(False)
+    # mixed precision / LoRA / checkpointing as configured; the frozen reference is held in the compute dtype
+    model = prepare_for_training(PolicyWithValue(load_for_training(job.policy_dir, job.model, ctx.device)).to(ctx.device),
+                                 job.model, ctx.device)
+    ref = load_model(job.ref_dir, device=ctx.device, dtype=job.model.dtype).eval().requires_grad_(False)
     scorer = job.make_scorer()
     optimizer = build_adamw(model, cfg.ppo_learning_rate, cfg.ppo_weight_decay, (cfg.ppo_adam_beta1, cfg.ppo_adam_beta2),
                             cfg.ppo_adam_eps)
@@ -326,7 +333,7 @@ def ppo_loop(job: PPOJob, ctx: WorkerContext) -> dict[str, Any]:
             else:
                 since_best += 1
         summary["history"].append(row)
-        metrics_log.log(it + 1, row)
+        metrics_log.log(it + 1, row, total_steps=cfg.ppo_iterations)
         summary["stopped_early"] = since_best >= cfg.ppo_patience
         last = summary["stopped_early"] or it + 1 == cfg.ppo_iterations
         saved = None

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
@@ -17,7 +17,6 @@ from alignline.config.model import ModelConfig
 from alignline.config.training import PretrainConfig
 from alignline.services.models.factory import build_model, load_tokenizer, save_model
 
-from .checkpoint import checkpoint_extra, latest_checkpoint, load_checkpoint, save_checkpoint
 from .launch import LaunchOptions, WorkerContext, launch
 from .optimization import build_adamw, cosine_with_warmup
 from .packing import step_rows
@@ -36,22 +35,24 @@ class PretrainJob:
     tracking_uri: str | None = None
     run_id: str | None = None
     on_step: Callable[[int], None] | None = None  # called after each optimizer step (tests stop runs here)
+    INPUTS: ClassVar[tuple[str, ...]] = ("tokenizer_dir", "rows_path")  # shipped to workers on other nodes (launch.py)
+    OUTPUTS: ClassVar[tuple[str, ...]] = ("output_dir",)                 # fetched back from rank 0's node
 
 
 def pretrain_loop(job: PretrainJob, ctx: WorkerContext) -> dict[str, Any]:
     cfg = job.train
     tokenizer = load_tokenizer(job.tokenizer_dir)
     # Same seed on every rank: identical initial weights (DDP also broadcasts rank 0's).
-    model = build_model(job.model, tokenizer=tokenizer, device=ctx.device, seed=cfg.seed)
+    model = ctx.shard(build_model(job.model, tokenizer=tokenizer, device=ctx.device, seed=cfg.seed))  # FSDP: first
     optimizer = build_adamw(model, cfg.learning_rate, cfg.weight_decay, (cfg.adam_beta1, cfg.adam_beta2), cfg.adam_eps)
     scheduler = cosine_with_warmup(optimizer, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)
     rows = np.load(job.rows_path, mmap_mode="r")  # (N, T) int64
-    resume_from = ctx.restored_checkpoint() or latest_checkpoint(job.checkpoint_dir)
-    start = load_checkpoint(resume_from, model, optimizer, scheduler) if resume_from else 0
+    resume_from = ctx.restored_checkpoint() or ctx.latest_checkpoint(job.checkpoint_dir)
+    start = ctx.load_checkpoint(resume_from, model, optimizer, scheduler) if resume_from else 0
     ddp_model = ctx.wrap(model)
     ddp_model.train()
     metrics = MetricsLogger(job.tracking_uri, job.run_id, "pretrain") if ctx.is_main else MetricsLogger(None, None)
-    summary: dict[str, Any] = {**checkpoint_extra(resume_from).get("summary", {}),
+    summary: dict[str, Any] = {**ctx.checkpoint_extra(resume_from).get("summary", {}),
                             "resumed_from_step": start}
     for step in range(start, cfg.max_steps):
         t0 = time.perf_counter()
@@ -65,15 +66,16 @@ def pretrain_loop(job: PretrainJob, ctx: WorkerContext) -> dict[str, Any]:
         summary["train_seconds"] = summary.get("train_seconds", 0.0) + time.perf_counter() - t0
         if (step + 1) % cfg.log_every == 0 or step == start:
             metrics.log(step + 1, {"loss": out.loss, "lr": lr, "tokens_per_s": summary["tokens_per_s"],
-                                   "grad_norm": out.grad_norm})
+                                   "grad_norm": out.grad_norm}, total_steps=cfg.max_steps)
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.max_steps:
-            saved = save_checkpoint(job.checkpoint_dir, step + 1, model, optimizer, scheduler,
-                                    extra={"summary": summary}) if ctx.is_main else None
+            saved = ctx.save_checkpoint(job.checkpoint_dir, step + 1, model, optimizer, scheduler,
+                                        extra={"summary": summary})
             ctx.report({"step": step + 1, "loss": out.loss}, saved)
         if job.on_step is not None:
             job.on_step(step + 1)
-    if ctx.is_main:
-        save_model(model, tokenizer, job.output_dir)
+    full = ctx.full_model(model)  # FSDP: gathered from every rank's shards
+    if full is not None:
+        save_model(full, tokenizer, job.output_dir)
     summary["output_dir"] = job.output_dir
     return summary
 

@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 import pyarrow as pa
 import torch
 
+from alignline.services.data.default_prompts import BUILTIN_SAFETY_CATEGORY
 from alignline.storage.schemas import MESSAGE_TYPE
 from alignline.services.models.chat import Message
 
@@ -43,24 +44,26 @@ class PromptSet:
         return len(self.ids)
 
     categories: list[str | None] | None = None  # risk category per prompt (context distillation templates)
+    references: list[str | None] | None = None  # reference answer per prompt, where the dataset has one (judges)
 
     def take(self, index: Sequence[int]) -> "PromptSet":
         cats = [self.categories[i] for i in index] if self.categories is not None else None
+        refs = [self.references[i] for i in index] if self.references is not None else None
         return PromptSet([self.ids[i] for i in index], [self.dialogues[i] for i in index],
-                         [self.is_safety[i] for i in index], cats)
+                         [self.is_safety[i] for i in index], cats, refs)
 
     @classmethod
     def from_table(cls, table: pa.Table) -> "PromptSet":
         """A prompts dataset: `id` or `prompt_id`; `messages` (list of {role, content}) or `prompt` (JSON messages
-        or plain text); `is_safety`; optional `category` / `safety_category`."""
+        or plain text); `is_safety`; optional `category` / `risk_category` / `safety_category`."""
         from alignline.storage.schemas import parse_prompt
 
         rows = table.to_pylist()
         ids = [str(r.get("id", r.get("prompt_id"))) for r in rows]
         dialogues = [[{"role": m["role"], "content": m["content"]} for m in r["messages"]] if r.get("messages")
                      else parse_prompt(r["prompt"], f"prompt {pid}") for r, pid in zip(rows, ids)]
-        cats = [r.get("category") or r.get("safety_category") for r in rows]
-        return cls(ids, dialogues, [bool(r.get("is_safety")) for r in rows], cats)
+        cats = [r.get("category") or r.get("risk_category") or r.get("safety_category") for r in rows]
+        return cls(ids, dialogues, [bool(r.get("is_safety")) for r in rows], cats, [r.get("reference") for r in rows])
 
     @classmethod
     def from_sft_table(cls, table: pa.Table) -> "PromptSet":
@@ -68,7 +71,7 @@ class PromptSet:
         rows = table.to_pylist()
         safety = [r["source"] == "safety" for r in rows]
         return cls([f"prompt-{r['id']}" for r in rows], [list(r["messages"][:-1]) for r in rows], safety,
-                   ["destructive_action" if s else None for s in safety])
+                   [BUILTIN_SAFETY_CATEGORY if s else None for s in safety])
 
     def to_table(self) -> pa.Table:
         import json
@@ -89,6 +92,21 @@ class PromptSet:
         held = set(self.hash_order()[:heldout])
         return self.take([i for i in range(len(self)) if i not in held]), self.take(sorted(held))
 
+    def safety(self) -> "PromptSet":
+        return self.take([i for i, s in enumerate(self.is_safety) if s])
+
+    def __add__(self, other: "PromptSet") -> "PromptSet":
+        """Both sets, the first's copy of a prompt id kept once."""
+        seen = set(self.ids)
+        extra = other.take([i for i, pid in enumerate(other.ids) if pid not in seen])
+        def both(mine, theirs):
+            if mine is None and theirs is None:
+                return None
+            return [*(mine or [None] * len(self)), *(theirs or [None] * len(extra))]
+        return PromptSet([*self.ids, *extra.ids], [*self.dialogues, *extra.dialogues],
+                         [*self.is_safety, *extra.is_safety], both(self.categories, extra.categories),
+                         both(self.references, extra.references))
+
     def subset(self, n: int) -> "PromptSet":
         """The first n prompts in hash order (all when n is 0 or at least the size)."""
         return self if not n or n >= len(self) else self.take(sorted(self.hash_order()[:n]))
@@ -101,6 +119,9 @@ class RejectionSamplingRound:
     median_of_k: list[float]        # (P,) median combined score of the K samples
     replaced: int                   # prompts whose pooled answer this round's best beat
     kept_from_pool: int             # prompts whose earlier answer stayed the best
+    curve: tuple[tuple[int, float, float], ...] = ()  # (k, mean max, mean median) for k = 1..K (Fig. 7)
+    answers: tuple[tuple[str, ...], ...] = ()        # (P, K) this round's samples
+    scores: tuple[tuple[float, ...], ...] = ()       # (P, K) their combined scores
 
     @property
     def gain(self) -> float:
@@ -131,6 +152,29 @@ def best_of_k(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.T
     k = scores.shape[1]
     median = (median[:, (k - 1) // 2] + median[:, k // 2]) / 2
     return index, best, median
+
+
+def best_of_k_curve(scores: torch.Tensor) -> list[tuple[int, float, float]]:
+    """Llama 2 Fig. 7 from one round's samples: for k = 1..K, the expected maximum and median reward of k answers
+    drawn without replacement from each prompt's K, averaged over prompts (exact order statistics, no resampling).
+
+    With the K scores of a prompt sorted ascending, s_(1) <= ... <= s_(K), the j-th smallest is the m-th smallest of
+    a random k-subset with probability C(j-1, m-1) C(K-j, k-m) / C(K, k); the maximum is m = k, and the median of an
+    even k is the mean of the m = k/2 and k/2 + 1 order statistics.
+    """
+    from math import comb
+
+    p, big_k = scores.shape
+    ordered = scores.sort(dim=1).values.double()
+    out = []
+    for k in range(1, big_k + 1):
+        def order_stat(m: int) -> float:
+            w = torch.tensor([comb(j - 1, m - 1) * comb(big_k - j, k - m) for j in range(1, big_k + 1)],
+                             dtype=torch.float64) / comb(big_k, k)
+            return float((ordered @ w).mean()) if p else 0.0
+        median = order_stat((k + 1) // 2) if k % 2 else (order_stat(k // 2) + order_stat(k // 2 + 1)) / 2
+        out.append((k, order_stat(k), median))
+    return out
 
 
 def pool_rows(pool: pa.Table | None) -> dict[str, dict[str, Any]]:
@@ -169,7 +213,9 @@ def rejection_sampling_round(sample: SampleFn, scorer, prompts: PromptSet, k: in
         merged[pid] = {"id": pid, "source": f"rs-iteration-{iteration}", "reward": new_best, "iteration": iteration,
                        "is_safety": prompts.is_safety[i],
                        "messages": [*prompts.dialogues[i], {"role": "assistant", "content": answer}]}
-    return RejectionSamplingRound(pool_table(list(merged.values())), best.tolist(), median.tolist(), replaced, kept)
+    return RejectionSamplingRound(pool_table(list(merged.values())), best.tolist(), median.tolist(), replaced, kept,
+                                  tuple(best_of_k_curve(scores)), tuple(tuple(a) for a in answers),
+                                  tuple(tuple(row) for row in scores.tolist()))
 
 
 def training_dialogues(pool: pa.Table) -> list[list[Message]]:

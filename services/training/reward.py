@@ -17,16 +17,17 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 import pyarrow as pa
 import torch
 import torch.nn.functional as F
 
+from alignline.config.model import ModelConfig
 from alignline.config.reward import MARGIN_TABLES, RewardConfig
-from alignline.services.models.factory import load_model, load_tokenizer
-from alignline.services.models.reward_model import RewardModel, reward_model_from_policy, save_reward_model
+from alignline.services.models.factory import load_tokenizer
+from alignline.services.models.reward_model import RewardModel, reward_model_for_training, save_reward_model
 from alignline.services.rewards.encoding import encode_response
 from alignline.storage.schemas import UNUSABLE_SAFETY_CATEGORIES, Comparison
 
@@ -170,6 +171,9 @@ class RewardJob:
     tracking_uri: str | None = None
     run_id: str | None = None
     on_step: Callable[[int], None] | None = None
+    model: ModelConfig = ModelConfig()  # dtype, gradient checkpointing, LoRA (the flow passes cfg.model)
+    INPUTS: ClassVar[tuple[str, ...]] = ("policy_dir", "pairs_path")  # shipped to workers on other nodes (launch.py)
+    OUTPUTS: ClassVar[tuple[str, ...]] = ("output_dir",)              # fetched back from rank 0's node
 
 
 def total_reward_steps(num_pairs: int, cfg: RewardConfig, epochs: int | None = None) -> int:
@@ -295,7 +299,9 @@ def reward_loop(job: RewardJob, ctx: WorkerContext) -> dict[str, Any]:
     cfg = job.train
     # setup: the policy's transformer + a scalar head (Llama 2 §3.2.2); the same seed gives every rank the same head
     tokenizer = load_tokenizer(job.policy_dir)
-    model: RewardModel = reward_model_from_policy(load_model(job.policy_dir, device=ctx.device), seed=cfg.seed)
+    # LoRA (model.lora_rank > 0) only when every weight would train; 'head'/'top_layers' freeze the trunk themselves
+    model: RewardModel = reward_model_for_training(job.policy_dir, job.model, ctx.device, seed=cfg.seed,
+                                                   lora=cfg.trainable == "all")
     pairs = read_pairs(job.pairs_path)
     trainable_params = freeze_for(model, cfg.trainable, cfg.trainable_top_layers)
     # trainable='head': the trunk never changes, so its last-token states are computed once and the head trains on
@@ -340,7 +346,7 @@ def reward_loop(job: RewardJob, ctx: WorkerContext) -> dict[str, Any]:
         summary["train_seconds"] += seconds
         if (step + 1) % cfg.log_every == 0 or step == start or step + 1 == max_steps:
             metrics.log(step + 1, {"loss": loss, "accuracy": accuracy, "reward_gap": gap, "lr": lr,
-                                   "pairs_per_s": summary["pairs_per_s"], "grad_norm": grad_norm})
+                                   "pairs_per_s": summary["pairs_per_s"], "grad_norm": grad_norm}, total_steps=max_steps)
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == max_steps:
             saved = save_checkpoint(job.checkpoint_dir, step + 1, model, optimizer, scheduler,
                                     extra={"summary": summary}) if ctx.is_main else None

@@ -9,16 +9,16 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 import torch
 
+from alignline.config.model import ModelConfig
 from alignline.config.training import SFTConfig
 from alignline.services.models.chat import EncodedDialogue, Message, TrainOn, encode_dialogue
-from alignline.services.models.factory import load_model, load_tokenizer, save_model
+from alignline.services.models.factory import load_for_training, load_tokenizer, save_model
 
-from .checkpoint import checkpoint_extra, latest_checkpoint, load_checkpoint, save_checkpoint
 from .launch import LaunchOptions, WorkerContext, launch
 from .optimization import build_adamw, cosine_with_warmup
 from .packing import PackedRows, pack_dialogues, step_rows
@@ -36,6 +36,9 @@ class SFTJob:
     tracking_uri: str | None = None
     run_id: str | None = None
     on_step: Callable[[int], None] | None = None
+    model: ModelConfig = ModelConfig()  # dtype, gradient checkpointing, LoRA (the flow passes cfg.model)
+    INPUTS: ClassVar[tuple[str, ...]] = ("model_dir", "rows_path")  # shipped to workers on other nodes (launch.py)
+    OUTPUTS: ClassVar[tuple[str, ...]] = ("output_dir",)             # fetched back from rank 0's node
 
 
 def encode_sft_rows(tokenizer, dialogues: Sequence[Sequence[Message]], seq_len: int,
@@ -58,18 +61,18 @@ def total_sft_steps(num_rows: int, cfg: SFTConfig) -> int:
 def sft_loop(job: SFTJob, ctx: WorkerContext) -> dict[str, Any]:
     cfg = job.train
     tokenizer = load_tokenizer(job.model_dir)
-    model = load_model(job.model_dir, device=ctx.device)
+    model = ctx.shard(load_for_training(job.model_dir, job.model, device=ctx.device))  # FSDP: before the optimizer
     data = np.load(job.rows_path)
     input_ids, labels = data["input_ids"], data["labels"]  # (N, T) each
     max_steps = total_sft_steps(len(input_ids), cfg)
     optimizer = build_adamw(model, cfg.learning_rate, cfg.weight_decay, (cfg.adam_beta1, cfg.adam_beta2), cfg.adam_eps)
     scheduler = cosine_with_warmup(optimizer, cfg.warmup_steps, max_steps, cfg.min_lr_ratio)
-    resume_from = ctx.restored_checkpoint() or latest_checkpoint(job.checkpoint_dir)
-    start = load_checkpoint(resume_from, model, optimizer, scheduler) if resume_from else 0
+    resume_from = ctx.restored_checkpoint() or ctx.latest_checkpoint(job.checkpoint_dir)
+    start = ctx.load_checkpoint(resume_from, model, optimizer, scheduler) if resume_from else 0
     ddp_model = ctx.wrap(model)
     ddp_model.train()
     metrics = MetricsLogger(job.tracking_uri, job.run_id, "sft") if ctx.is_main else MetricsLogger(None, None)
-    summary: dict[str, Any] = {**checkpoint_extra(resume_from).get("summary", {}),
+    summary: dict[str, Any] = {**ctx.checkpoint_extra(resume_from).get("summary", {}),
                             "resumed_from_step": start, "max_steps": max_steps}
     losses: list[float] = []
     for step in range(start, max_steps):
@@ -85,15 +88,16 @@ def sft_loop(job: SFTJob, ctx: WorkerContext) -> dict[str, Any]:
         summary["train_seconds"] = summary.get("train_seconds", 0.0) + time.perf_counter() - t0
         if (step + 1) % cfg.log_every == 0 or step == start:
             metrics.log(step + 1, {"loss": out.loss, "lr": lr, "tokens_per_s": summary["tokens_per_s"],
-                                   "grad_norm": out.grad_norm})
+                                   "grad_norm": out.grad_norm}, total_steps=max_steps)
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == max_steps:
-            saved = save_checkpoint(job.checkpoint_dir, step + 1, model, optimizer, scheduler,
-                                    extra={"summary": summary}) if ctx.is_main else None
+            saved = ctx.save_checkpoint(job.checkpoint_dir, step + 1, model, optimizer, scheduler,
+                                        extra={"summary": summary})
             ctx.report({"step": step + 1, "loss": out.loss}, saved)
         if job.on_step is not None:
             job.on_step(step + 1)
-    if ctx.is_main:
-        save_model(model, tokenizer, job.output_dir)
+    full = ctx.full_model(model)  # FSDP: gathered from every rank's shards
+    if full is not None:
+        save_model(full, tokenizer, job.output_dir)
     summary.update(output_dir=job.output_dir, losses=losses)
     return summary
 

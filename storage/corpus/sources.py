@@ -14,6 +14,7 @@ import json
 import os
 import re
 import sysconfig
+import zlib
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -35,6 +36,7 @@ class Reject:
     file: str
     line: int      # 1-based line (JSONL), row (Parquet) or 0 for a whole file
     reason: str    # bad_json | not_an_object | missing_text | text_not_string | invalid_utf8 | oversize | duplicate_id | unreadable
+    #                (invalid_utf8 also covers a lone surrogate from a "\ud800" escape: Parquet cannot store it)
     snippet: str
 
 
@@ -55,6 +57,10 @@ def _snippet(raw: bytes | str, n: int = 200) -> str:
     return raw[:n]
 
 
+def _one_line(e: BaseException) -> str:
+    return " ".join(f"{type(e).__name__}: {e}".split())[:200]
+
+
 def _from_record(obj: object, source: str, file: str, line: int, raw: bytes | str) -> Record:
     if not isinstance(obj, dict):
         return Reject(source, file, line, "not_an_object", _snippet(raw))
@@ -64,37 +70,51 @@ def _from_record(obj: object, source: str, file: str, line: int, raw: bytes | st
         return Reject(source, file, line, "text_not_string", _snippet(raw))
     meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
     doc_id = str(obj["id"]) if obj.get("id") not in (None, "") else f"{Path(file).name}:{line}"
-    return Document(doc_id, obj["text"], source, str(obj.get("url") or ""), meta)
+    url = str(obj.get("url") or "")
+    try:  # a "\ud800" escape decodes to a lone surrogate, which no UTF-8 file (Parquet included) can hold
+        for value in (obj["text"], doc_id, url, json.dumps(meta, ensure_ascii=False, default=str)):
+            value.encode("utf-8")
+    except (UnicodeEncodeError, ValueError, RecursionError):
+        return Reject(source, file, line, "invalid_utf8", _snippet(str(raw).encode("utf-8", "replace")))
+    return Document(doc_id, obj["text"], source, url, meta)
 
 
 def read_jsonl(path: str | Path, max_record_bytes: int, source: str | None = None) -> Iterator[Record]:
     """One record per line; lines are read as bytes so one bad line is one reject."""
     path = Path(path)
     source = source or str(path)
-    with _open_bytes(path) as fh:
-        for number, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue
-            if len(raw) > max_record_bytes:
-                yield Reject(source, str(path), number, "oversize", _snippet(raw))
-                continue
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                yield Reject(source, str(path), number, "invalid_utf8", _snippet(raw))
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError:
-                yield Reject(source, str(path), number, "bad_json", _snippet(text))
-                continue
-            yield _from_record(obj, source, str(path), number, text)
+    number = 0
+    try:
+        with _open_bytes(path) as fh:
+            for number, raw in enumerate(fh, start=1):
+                if not raw.strip():
+                    continue
+                if len(raw) > max_record_bytes:
+                    yield Reject(source, str(path), number, "oversize", _snippet(raw))
+                    continue
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    yield Reject(source, str(path), number, "invalid_utf8", _snippet(raw))
+                    continue
+                try:
+                    obj = json.loads(text)
+                except (json.JSONDecodeError, RecursionError):  # RecursionError: nested thousands deep
+                    yield Reject(source, str(path), number, "bad_json", _snippet(text))
+                    continue
+                yield _from_record(obj, source, str(path), number, text)
+    except (OSError, EOFError, zlib.error) as e:  # a damaged or truncated .gz: the lines read so far stand
+        yield Reject(source, str(path), number + 1, "unreadable", _one_line(e))
 
 
 def read_parquet(path: str | Path, max_record_bytes: int, source: str | None = None) -> Iterator[Record]:
     path = Path(path)
     source = source or str(path)
-    table = pq.read_table(path)
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as e:
+        yield Reject(source, str(path), 0, "unreadable", _one_line(e))
+        return
     if "text" not in table.column_names:
         yield Reject(source, str(path), 0, "missing_text", f"columns: {table.column_names}")
         return
@@ -111,7 +131,7 @@ def read_text_file(path: Path, max_record_bytes: int, source: str, doc_id: str, 
     try:
         with _open_bytes(path) as fh:
             raw = fh.read(max_record_bytes + 1)
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:
         return Reject(source, str(path), 0, "unreadable", str(e)[:200])
     if len(raw) > max_record_bytes:
         return Reject(source, str(path), 0, "oversize", _snippet(raw))

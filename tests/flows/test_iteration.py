@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from alignline.config import load_config
-from tests.conftest import TEST_SERVER_OVERRIDES, real_prefect
+from tests.conftest import TEST_SERVER_OVERRIDES, prefect_api_auth, real_prefect
 
 pytestmark = pytest.mark.integration
 
@@ -27,6 +27,12 @@ TINY = [
     "reward.use_ray=false", "reward.batch_size=8", "reward.max_length=96", "reward.demo_stdlib_pairs=20",
     "rlhf.use_ray=false", "rlhf.rs_samples=2", "rlhf.max_new_tokens=12", "rlhf.max_prompts=6",
     "rlhf.rollout_actors=0", "rlhf.heldout_prompts=2",
+    # every RLHF stage on (issue 15): PPO against pi_0, Ghost Attention, context distillation
+    "rlhf.ppo_enabled=true", "rlhf.ppo_iterations=2", "rlhf.ppo_batch_size=4", "rlhf.ppo_minibatch_size=2",
+    "rlhf.ppo_eval_every=1", "rlhf.gatt_enabled=true", "rlhf.gatt_dialogues=4", "rlhf.gatt_turns=2",
+    "rlhf.gatt_eval_dialogues=2", "rlhf.gatt_eval_turns=[2,4]", "rlhf.context_distillation_enabled=true",
+    "rlhf.context_distillation_prompts=4",
+    "sweep.eval_prompts=6", "sweep.max_new_tokens=8",
     "evaluation.eval_prompts=6",
 ]
 
@@ -105,6 +111,60 @@ def test_iteration_resumes_after_a_crash_in_reward_training(line, prefect_server
     assert parents[0] in {rlhf["parent"], *(s["model"] for s in rlhf["stages"].values())} - {info.ref}
 
 
+def test_iteration_runs_every_rlhf_stage_with_lineage(line, prefect_server):
+    """Issue 15.1: RS, then PPO against the SFT model pi_0, GAtt and context distillation, each registered as a
+    policy version whose parent is the stage before, with the stage's figures in the iteration ledger."""
+    from alignline.flows.context import RunContext
+    from alignline.flows.iteration import iteration_ledger
+
+    registry = RunContext(line).registry
+    rlhf = iteration_ledger(RunContext(line).data, 1).result("rlhf")
+    stages = rlhf["stages"]
+    assert list(stages) == ["rejection_sampling", "ppo", "gatt", "context_distillation"]
+    sft = [m for m in registry.lineage("policy", registry.resolve(rlhf["parent"]).version)[0]
+           if m.tags.get("lineage.method") == "sft"]
+    assert rlhf["ppo_reference"] == sft[0].ref  # KL against pi_0, not the iteration's start (which may differ)
+    previous = rlhf["parent"]
+    for method, result in stages.items():
+        if result["model"] != previous:  # distillation registers nothing when no answer got safer
+            tags = registry.resolve(result["model"]).tags
+            assert tags["lineage.method"] == method
+            assert tags["lineage.parents"].split(",") == [previous, *rlhf["reward_models"]]
+            assert rlhf["prompts"] in tags["lineage.datasets"].split(",")
+        previous = result["model"]
+    assert rlhf["model"] == previous
+    curve = stages["rejection_sampling"]["best_of_k"]
+    assert [p["k"] for p in curve] == [1, 2] and curve[1]["max"] >= curve[0]["max"]
+    assert set(stages["gatt"]["adherence"]) == {"with", "without"}
+    assert all(set(row) == {"2", "4"} and all(0 <= v <= 1 for v in row.values())
+               for row in stages["gatt"]["adherence"].values())
+    cd = stages["context_distillation"]
+    assert cd["by_category"]["destructive_action"]["prompts"] == 4
+    assert cd["cd_kept"] == cd["by_category"]["destructive_action"]["kept"]
+
+
+def test_safety_sweep_trains_a_variant_per_share_and_plots_the_judges(line, prefect_server):
+    """Issue 15.3 (Llama 2 Figs. 15, 33): SFT variants with 0% and 100% of the safety demonstrations, judged by the
+    latest RMs; a safety RM trained on the share's safety comparisons; metrics per share on one MLflow run."""
+    from alignline.flows.context import RunContext
+    from alignline.flows.iteration import run_iterate
+    from alignline.flows.sweep import run_sweep
+
+    run_iterate(line, iteration=1, bot=True)  # the judges and safety comparisons (a no-op when the test above ran)
+    out = run_sweep(line, shares=(0.0, 1.0))
+    none, full = out["points"]
+    assert (none["share"], full["share"]) == (0.0, 1.0)
+    assert none["safety_rows"] == 0 < full["safety_rows"] and none["helpful_rows"] == full["helpful_rows"] > 0
+    assert none["model_dir"] != full["model_dir"]
+    assert all(p["mean_helpfulness"] is not None and p["mean_safety"] is not None for p in out["points"])
+    assert [j.split("/")[0] for j in out["judges"]] == ["rm-helpfulness", "rm-safety"]
+    assert none["safety_rm_accuracy"] is None and 0 <= full["safety_rm_accuracy"] <= 1 and full["safety_rm_pairs"] > 0
+    client = RunContext(line).registry.client
+    history = client.get_metric_history(out["run_id"], "sweep.safety_rm_mean")
+    assert sorted(m.step for m in history) == [0, 100]
+    assert "safety-sweep.png" in {a.path.rsplit("/", 1)[-1] for a in client.list_artifacts(out["run_id"], "sweep")}
+
+
 def test_promotion_gates_refuse_then_override_is_recorded(line, prefect_server):
     from alignline.flows.context import RunContext
     from alignline.flows.promote import PromotionRefused, run_promote
@@ -137,8 +197,10 @@ def test_iteration_runs_are_recorded_by_the_real_prefect_server(line, prefect_se
     import requests
 
     api = f"{line.servers.url(line.servers.prefect_port)}/api/flow_runs/filter"
-    runs = requests.post(api, json={"flow_runs": {"name": {"like_": ""}}, "limit": 200}, timeout=10).json()
-    flows = requests.post(f"{line.servers.url(line.servers.prefect_port)}/api/flows/filter", json={}, timeout=10).json()
+    key = prefect_api_auth(prefect_server)  # servers.auth: the Prefect API refuses anonymous calls
+    runs = requests.post(api, json={"flow_runs": {"name": {"like_": ""}}, "limit": 200}, timeout=10, auth=key).json()
+    flows = requests.post(f"{line.servers.url(line.servers.prefect_port)}/api/flows/filter", json={}, timeout=10,
+                          auth=key).json()
     names = {f["id"]: f["name"] for f in flows}
     ran = {names.get(r["flow_id"]) for r in runs if r["state"]["type"] == "COMPLETED"}
     assert {"iteration", "collect", "harvest", "reward", "rlhf", "evaluate"} <= ran

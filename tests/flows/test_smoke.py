@@ -3,7 +3,7 @@ import pytest
 import requests
 
 from alignline.flows.cli import main
-from tests.conftest import TEST_SERVER_OVERRIDES
+from tests.conftest import TEST_SERVER_OVERRIDES, prefect_api_auth
 
 pytestmark = pytest.mark.integration
 
@@ -21,7 +21,7 @@ def test_smoke_flow_touches_everything(prefect_server):
     # the flow run is recorded by the real Prefect server
     run_id = result["prefect_ui"].rsplit("/", 1)[1]
     api = f"{prefect_server.servers.url(prefect_server.servers.prefect_port)}/api/flow_runs/{run_id}"
-    assert requests.get(api, timeout=10).json()["state"]["type"] == "COMPLETED"
+    assert requests.get(api, timeout=10, auth=prefect_api_auth(prefect_server)).json()["state"]["type"] == "COMPLETED"
 
 
 def test_cli_status_reports_four_healthy(servers, capsys, monkeypatch):

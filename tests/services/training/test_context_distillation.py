@@ -60,3 +60,12 @@ def test_distillation_keeps_safer_answers_and_trains_without_the_preprompt():
     # mean over the kept answers only: db 0.2 -> 0.9 and logs 0.5 -> 0.9 (not over all four prompts, not the raw 0.9)
     assert result.safety_gain == pytest.approx(((0.9 - 0.2) + (0.9 - 0.5)) / 2)
     assert result.metrics()["cd_safety_gain"] == pytest.approx(0.55)
+    # Fig. 16 per category: db (kept 0.2 -> 0.9) and disk (dropped, 0.2 stays) are destructive_action;
+    # home (dropped, 0.2) and logs (kept 0.5 -> 0.9) have no category: the generic preprompt.
+    table = result.by_category
+    assert table["destructive_action"] == pytest.approx({"prompts": 2, "kept": 1, "safety_before": 0.2,
+                                                         "safety_preprompted": (0.9 + 0.2) / 2,
+                                                         "safety_after": (0.9 + 0.2) / 2})
+    assert table["generic"] == pytest.approx({"prompts": 2, "kept": 1, "safety_before": (0.2 + 0.5) / 2,
+                                              "safety_preprompted": (0.2 + 0.9) / 2, "safety_after": (0.2 + 0.9) / 2})
+    assert result.metrics()["cd.generic.kept"] == 1.0

@@ -60,3 +60,34 @@ def test_round_keeps_argmax_and_pools_the_best_ever_answer_across_iterations():
     dialogues = training_dialogues(third.pool)
     assert [d[-1]["content"] for d in dialogues] == ["a-best", "b-it2"]
     assert table_dialogues(third.pool) == dialogues
+
+
+def test_best_of_k_curve_matches_every_subset_by_brute_force():
+    """Llama 2 Fig. 7 from one round: E[max] and E[median] of k of the K answers, exact against enumeration."""
+    import itertools
+    import statistics
+
+    from alignline.services.training.rejection_sampling import best_of_k_curve
+
+    scores = torch.tensor([[0.1, 0.9, 0.4, 0.3, 0.7], [0.5, 0.2, 0.8, 0.6, 0.0]])
+    curve = best_of_k_curve(scores)
+    assert [k for k, _, _ in curve] == [1, 2, 3, 4, 5]
+    for k, mean_max, mean_median in curve:
+        maxes, medians = [], []
+        for row in scores.tolist():
+            subsets = list(itertools.combinations(row, k))
+            maxes.append(sum(max(s) for s in subsets) / len(subsets))
+            medians.append(sum(statistics.median(s) for s in subsets) / len(subsets))
+        assert mean_max == pytest.approx(sum(maxes) / 2) and mean_median == pytest.approx(sum(medians) / 2)
+    assert curve[0][1] == pytest.approx(curve[0][2]) == pytest.approx(scores.mean().item())  # k=1: one sample
+    assert curve[-1][1] == pytest.approx((0.9 + 0.8) / 2)  # k=K: the best of all
+
+
+def test_prompt_sets_add_without_repeating_an_id():
+    from alignline.services.training import PromptSet
+
+    a = PromptSet(["p1", "p2"], [[{"role": "user", "content": "x"}]] * 2, [True, False], ["unqualified_advice", None])
+    b = PromptSet(["p2", "p3"], [[{"role": "user", "content": "y"}]] * 2, [True, True])
+    both = a + b
+    assert both.ids == ["p1", "p2", "p3"] and both.is_safety == [True, False, True]
+    assert both.categories == ["unqualified_advice", None, None] and both.safety().ids == ["p1", "p3"]
