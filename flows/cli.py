@@ -385,7 +385,7 @@ COMMANDS: dict[str, tuple[str, Command]] = {
     "human-eval": ("people (or --bot: simulated raters) rate a policy against a baseline on held-out prompts, 7 points; win/tie/loss and AC2 on the version", cmd_human_eval),
     "split-eval": ("split a prompt pool into prompts-train and prompts-eval, disjoint by prompt (held out by construction)", cmd_split_eval),
     "redteam": ("red teaming: people write tagged adversarial prompts, the champion answers, raters judge; prompts-redteam and the category x vector report", cmd_redteam),
-    "sweep": ("safety data scaling (Llama 2 Fig. 15, 33): SFT variants with 0..100% of the safety data, RM means and false refusals per share", cmd_sweep),
+    "sweep": ("safety data scaling (Llama 2 Fig. 15, 33): SFT variants with 0 to 100 percent of the safety data, RM means and false refusals per share", cmd_sweep),
     "iterate": ("one RLHF version end to end: collect, annotate, harvest, RMs, RLHF, evaluate (resumable)", cmd_iterate),
     "promote": ("move the `champion` alias after the gates pass (or with a recorded --override)", cmd_promote),
     "gates": ("show or set (as a reviewer, versioned) the gate thresholds `promote` applies to a model", cmd_gates),
