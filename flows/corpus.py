@@ -152,7 +152,7 @@ class CheckpointedBands:
                 return found, ray.get_runtime_context().get_node_id()
 
             # SPREAD: on a multi-node cluster the partitions go to different nodes (the signatures travel as refs).
-            band_task = ray.remote(band_task).options(scheduling_strategy="SPREAD")
+            band_task = ray.remote(band_task).options(name="band_candidates", scheduling_strategy="SPREAD")
             pending = {band_task.remote(sig_ref, part, rows, max_bucket_pairs, has_ref): path for path, part in todo}
             while pending:  # checkpoint each partition as soon as it finishes
                 done, _ = ray.wait(list(pending), num_returns=1)

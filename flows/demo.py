@@ -11,6 +11,7 @@ crash) continues where it stopped.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from typing import Any, Callable
 
@@ -22,7 +23,8 @@ from alignline.flows.context import RunContext
 from alignline.storage import DataDir, ModelRef
 from alignline.storage.ledger import StepLedger
 
-console = Console()
+# Wide enough for the versions table when the output is a file or a CI log (rich assumes 80 columns there).
+console = Console(width=None if sys.stdout.isatty() else 160)
 ITERATIONS = (1, 2)
 REVIEWER = "alignline-demo"
 
@@ -295,6 +297,6 @@ def _summary(cfg: RunConfig, timings: list[tuple[str, float, str]], results: dic
     where.add_row("data dir", str(cfg.home))
     for name, result in results.items():
         for key in ("report", "model_card", "model_card_mlflow", "url"):
-            if isinstance(result, dict) and key in result:
-                where.add_row(f"{name}: {key}", str(result[key]))
+            if isinstance(result, dict) and isinstance(result.get(key), str):  # paths and URLs, not whole reports
+                where.add_row(f"{name}: {key}", result[key])
     console.print(where)

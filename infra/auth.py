@@ -105,7 +105,11 @@ def ensure_secrets(cfg: RunConfig) -> None:
     if not enabled(cfg):
         return
     home, folder = cfg.home, DataDir(cfg.home).secrets
-    os.chmod(home, 0o700)  # a data dir made by hand (mkdir) is 0755: its secrets, databases and logs are ours alone
+    # A data dir made by hand (mkdir) is 0755: its secrets, databases and logs are ours alone. Only read/write bits
+    # are taken away: a search-only ACL entry (PostgreSQL's account, infra/postgres.py) shows as 0710 and must stay,
+    # or a running PostgreSQL loses its data directory.
+    if os.stat(home).st_mode & 0o066:
+        os.chmod(home, 0o700)
     if not (folder / "mlflow-admin.json").exists():
         paths.write_secret(home, "mlflow-admin", {"username": ADMIN_USER, "password": secrets.token_urlsafe(24),
                                                   "flask_secret_key": secrets.token_hex(32)})

@@ -36,7 +36,10 @@ def line(servers, tmp_path, tokenizer, micro_config):
     save_model(build_model(micro_config, tokenizer=tokenizer), tokenizer, tmp_path / "policy")
     with tracked_run(registry.tracking_uri, "sft", "policy") as run_id:
         registry.register_dir(cfg.annotation.policy_name, tmp_path / "policy", Lineage(method="sft"), run_id=run_id)
-    registry.client.set_registered_model_alias(cfg.annotation.policy_name, "champion", "1")
+    from alignline.services.tracking import as_reviewer
+
+    with as_reviewer("ada"):  # servers.auth: only a reviewer account moves `champion` (tests/conftest.py)
+        registry.client.set_registered_model_alias(cfg.annotation.policy_name, "champion", "1")
     with real_prefect(cfg):
         yield cfg, registry
 
