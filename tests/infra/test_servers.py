@@ -71,7 +71,7 @@ def test_port_held_by_another_process_is_named(tmp_path):
     port = sock.getsockname()[1]
     try:
         cfg = make_test_config(f"servers.mlflow_port={port}", "servers.label_studio_port=28081",
-                          "servers.prefect_port=24201", "servers.ray_port=26400",
+                          "servers.prefect_port=24203", "servers.ray_port=26400",
                           "servers.ray_dashboard_port=28266", "servers.ray_client_port=21002")
         cfg = type(cfg)(**{**cfg.__dict__, "home": tmp_path})
         # Label Studio would be installed first: give it an installed marker and skip it by checking mlflow first.
