@@ -246,7 +246,8 @@ def rlhf_flow(cfg: RunConfig, iteration: int, prompts: str | None = None) -> dic
     stage("rejection_sampling", lambda w, r: rejection_sampling(lake, train, current_dir, scorer, iteration, rl,
                                                                 cfg.sft, sft_launch, w, uri, r, cfg.model))
     if rl.ppo_enabled:  # KL against pi_0, the SFT model, in every iteration (Llama 2 §3.2.3, eq. 3)
-        ppo_launch = ppo_launch_options(rl, str(ctx.data.ray_storage), f"rlhf-ppo-{work.name}")
+        ppo_launch = ppo_launch_options(rl, cfg.servers.train_storage or str(ctx.data.ray_storage),
+                                        f"rlhf-ppo-{work.name}", cfg.servers.train_storage_endpoint)
         ref_dir, ref = start_dir, parent
         if rl.ppo_reference == "sft":
             ref_version = sft_ancestor(uri, rl.policy_model, ModelRef.parse(parent).version)

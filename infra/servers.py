@@ -301,7 +301,25 @@ def _serve_env(cfg: RunConfig) -> dict[str, str]:
     return env
 
 
+def remote_ray_head(cfg: RunConfig) -> str | None:
+    """servers.ray_address when it names another head than this data dir's own (host:ray_port): `up` then starts
+    no local Ray head, and `status` reports the configured one."""
+    s = cfg.servers
+    return s.ray_address if s.ray_address and s.ray_address != f"{s.host}:{s.ray_port}" else None
+
+
+def _reachable(address: str, timeout_s: float = 3.0) -> bool:
+    """A TCP connection to host:port opens (a Ray GCS speaks gRPC, not HTTP)."""
+    host, port = address.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
 def servers(cfg: RunConfig) -> list[Server]:
+    """The servers `up` starts for this data dir (no Ray head when servers.ray_address names a remote one)."""
     s = cfg.servers
     # Started with the others (it waits for Prefect itself); `down` stops it first. Health: the runner's webserver.
     serve = [Server(SERVE, s.prefect_serve_port, "/health", _serve_command, _serve_env, _serve_prepare)] \
@@ -316,9 +334,11 @@ def servers(cfg: RunConfig) -> list[Server]:
         Server("mlflow", s.mlflow_port, "/health", _mlflow_command, _mlflow_env, _mlflow_prepare,
                after_start=auth.bootstrap_mlflow),  # roles and the pipeline account (idempotent)
         Server("prefect", s.prefect_port, "/api/health", _prefect_command, _prefect_env),
-        Server("ray", s.ray_port, "/api/gcs_healthz", _ray_command, _ray_env,
-               extra_ports=lambda c: [c.servers.ray_dashboard_port, c.servers.ray_client_port, *_ray_ports(c).values()],
-               ui_path="/"),
+        *([] if remote_ray_head(cfg) else [
+            Server("ray", s.ray_port, "/api/gcs_healthz", _ray_command, _ray_env,
+                   extra_ports=lambda c: [c.servers.ray_dashboard_port, c.servers.ray_client_port,
+                                          *_ray_ports(c).values()],
+                   ui_path="/")]),
         *serve,
     ]
 
@@ -397,6 +417,9 @@ def status(cfg: RunConfig) -> list[ServerStatus]:
         pid = _read_pid(cfg.home, srv.name)
         out.append(ServerStatus(srv.name, srv.url(cfg, cfg.servers.ray_dashboard_port if srv.name == "ray" else None),
                                 pid is not None and _healthy(cfg, srv), pid))
+    remote = remote_ray_head(cfg)
+    if remote:  # not ours to start or stop: healthy when its GCS port answers
+        out.append(ServerStatus("ray", f"{remote} (remote)", _reachable(remote), None))
     return out
 
 

@@ -45,6 +45,7 @@ class RewardConfig:
     use_ray: bool = setting(True, "Run under Ray Train TorchTrainer; false runs the same loop in this process.")
     cpus_per_worker: float = setting(1.0, "CPUs Ray reserves per training worker (fractional on small machines).", gt=0)
     max_failures: int = setting(0, "Ray Train restarts failed workers from the last checkpoint this many times.", ge=0)
+    sharding: Literal["none", "fsdp"] = setting("none", "How the Ray Train workers hold the reward model: 'none' (DDP, a whole copy each) or 'fsdp' (FSDP2: parameters, gradients and AdamW state sharded over the workers, for models a worker cannot hold whole; sharded checkpoints). FSDP needs reward.trainable='all' or 'top_layers' and model.lora_rank=0.")
     micro_batch_size: int = setting(0, "Pairs per forward/backward on one worker (gradient accumulation up to the batch); 0: the worker's whole share.", ge=0)
     checkpoint_every: int = setting(50, "Steps between resumable checkpoints.", ge=1)
     log_every: int = setting(5, "Steps between metric records in MLflow.", ge=1)
@@ -57,7 +58,10 @@ class RewardConfig:
 
 
 _PAPER = {"learning_rate": 1e-5, "batch_size": 512, "max_length": 4096, "use_gpu": True, "micro_batch_size": 8}
-# GPUs per preset sized by `alignline plan --stage reward` (70B: 2 pairs per micro-batch, 4 accumulation steps)
-PRESETS: dict[str, dict] = {"tiny": {"builtin_batch0": True}, "llama2-7b": {**_PAPER, "num_workers": 8},
-                            "llama2-13b": {**_PAPER, "num_workers": 8},
-                            "llama2-70b": {**_PAPER, "learning_rate": 5e-6, "num_workers": 64, "micro_batch_size": 2}}
+# GPUs per preset and FSDP so each fits 80 GB GPUs: `alignline plan --preset P --stage reward`
+# (70B: 2 pairs per micro-batch, 4 accumulation steps)
+PRESETS: dict[str, dict] = {"tiny": {"builtin_batch0": True},
+                            "llama2-7b": {**_PAPER, "num_workers": 8, "sharding": "fsdp"},
+                            "llama2-13b": {**_PAPER, "num_workers": 8, "sharding": "fsdp"},
+                            "llama2-70b": {**_PAPER, "learning_rate": 5e-6, "num_workers": 64, "micro_batch_size": 2,
+                                           "sharding": "fsdp"}}

@@ -59,6 +59,7 @@ class RLHFConfig:
     num_workers: int = setting(1, "Ray Train workers for PPO (each samples its share of the batch).", ge=1)
     cpus_per_worker: float = setting(1.0, "CPUs Ray reserves per PPO worker.", gt=0)
     use_gpu: bool = setting(False, "PPO and generation actors on GPUs.")
+    sharding: Literal["none", "fsdp"] = setting("none", "How the PPO workers hold the models: 'none' (DDP, a whole copy each) or 'fsdp' (FSDP2: the trained policy and value head with their gradients and AdamW state, and the frozen reference policy and reward models, sharded over the workers, for models a worker cannot hold whole; sharded checkpoints). FSDP needs model.lora_rank=0.")
     # -- Ghost Attention ------------------------------------------------------------------------------------------------
     gatt_enabled: bool = setting(False, "Ghost Attention dialogues after RS/PPO.", source="Llama 2 §3.3")
     gatt_dialogues: int = setting(32, "Synthetic multi-turn dialogues per iteration.", ge=1)
@@ -77,6 +78,8 @@ _PAPER = {"rs_samples": 10, "ppo_learning_rate": 1e-6, "ppo_batch_size": 512, "p
           "ppo_iterations": 200, "max_new_tokens": 512, "ppo_enabled": True, "gatt_enabled": True,
           "context_distillation_enabled": True, "max_prompts": 0, "use_gpu": True, "heldout_prompts": 256,
           "gatt_turns": 6}
-# PPO workers (GPUs) per preset sized by `alignline plan --stage ppo`
-PRESETS: dict[str, dict] = {"llama2-7b": {**_PAPER, "num_workers": 8}, "llama2-13b": {**_PAPER, "num_workers": 8},
-                            "llama2-70b": {**_PAPER, "kl_beta": 0.005, "num_workers": 64}}
+# PPO workers (GPUs) per preset and FSDP (policy, value head, reference and both RMs sharded) so each fits 80 GB
+# GPUs: `alignline plan --preset P --stage ppo`
+PRESETS: dict[str, dict] = {"llama2-7b": {**_PAPER, "num_workers": 8, "sharding": "fsdp"},
+                            "llama2-13b": {**_PAPER, "num_workers": 8, "sharding": "fsdp"},
+                            "llama2-70b": {**_PAPER, "kl_beta": 0.005, "num_workers": 64, "sharding": "fsdp"}}

@@ -116,6 +116,12 @@ def reward_model_from_policy(policy: PreTrainedModel, seed: int = 0, init_std: f
     return RewardModel(_classifier(config, backbone, head)).to(device=policy.device, dtype=policy.dtype)
 
 
+def empty_reward_model(config: PretrainedConfig) -> RewardModel:
+    """A freshly initialised RewardModel of an RM config (num_labels=1): the whole copy that the weights gathered
+    from FSDP shards are loaded into before saving."""
+    return RewardModel(_classifier_class(config)(config))
+
+
 def save_reward_model(rm: RewardModel, tokenizer: PreTrainedTokenizerBase, folder: str | Path) -> Path:
     """A HF `<Family>ForSequenceClassification` folder (config with num_labels=1 and the tokenizer's pad id,
     safetensors weights) with the tokenizer beside it, saved to right-pad (how HF's pooling reads it)."""

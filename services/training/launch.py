@@ -124,10 +124,12 @@ class WorkerContext:
     def checkpoint_extra(self, folder: str | Path | None) -> dict[str, Any]:
         return sh.checkpoint_extra(folder)
 
-    def full_model(self, model: torch.nn.Module) -> torch.nn.Module | None:
-        """The whole model on rank 0 (gathered from the shards under FSDP: every rank must call), else None."""
+    def full_model(self, model: torch.nn.Module,
+                   build: Callable[[], torch.nn.Module] | None = None) -> torch.nn.Module | None:
+        """The whole model on rank 0 (gathered from the shards under FSDP: every rank must call; `build` makes the
+        empty copy when the class cannot be built from `model.config`), else None."""
         if sh.is_sharded(model):
-            return sh.gather_full_model(model, self.is_main)
+            return sh.gather_full_model(model, self.is_main, build)
         return model if self.is_main else None
 
 

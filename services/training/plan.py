@@ -10,7 +10,11 @@ refused. The accounting is the standard one for mixed-precision training (ZeRO, 
 
 all divided by the shard group (FSDP full shard: every GPU of the job; DDP: 1). LoRA trains only its adapters
 (float32, so no separate master copy: 4 weights + 4 grads + 8 moments per adapter parameter) and keeps the frozen base
-in `dtype`. FSDP also materialises one layer (two, with prefetch) unsharded while it computes.
+in `dtype`. FSDP also materialises one layer (two, with prefetch) unsharded while it computes, in the dtype it
+stores (the recipes shard float32 master weights and cast under autocast: 4 bytes; LoRA's frozen base: `dtype`), and
+the root unit (embeddings, final norm, LM / value / scalar head) stays gathered from forward to backward. Reward and
+PPO recipes shard like SFT (`reward.sharding`, `rlhf.sharding`); PPO's frozen reference and two reward models are
+sharded over the same group and reshard right after each forward.
 
 Activations (16-bit, per token and layer) follow Korthikanti et al. 2022 §4 adapted to a Llama block with fused
 (flash) attention, which stores no attention scores: what autograd keeps is the attention sub-layer's RMSNorm input
@@ -147,7 +151,9 @@ def memory_plan(shape: Shape, *, stage: Stage = "sft", gpus: int = 1, sharding: 
     frozen = 0
     if stage == "ppo":  # PPO holds the reference policy and both reward models (Llama 2 §3.2.3), frozen, in dtype
         frozen = (shape.params() + 2 * shape.params(head=False)) * wb
-    gathered = 2 * shape.layer_params() * wb if group > 1 else 0  # the layer computing and the one prefetched
+    # the layer computing, the one prefetched, and the root unit (all but the layers), as stored
+    gathered = (2 * shape.layer_params() + params - shape.layers * shape.layer_params()) * (wb if lora_rank else 4) \
+        if group > 1 else 0
     sequences = micro_batch * (2 if stage == "reward" else 1)    # a pair is a chosen and a rejected answer
     tokens = sequences * seq_len
     per_token = shape.activation_bytes_per_token(checkpointing) + (0 if stage == "reward" else shape.vocab * LOGIT_BYTES)

@@ -15,6 +15,11 @@ weight decay 0.1, grad clip 1.0, constant LR (1e-6 in the paper's presets).
 PPO stops early when the held-out prompts' reward has not improved for
 `ppo_patience` evaluations; the best policy seen on them is what is saved.
 
+FSDP (`rlhf.sharding = "fsdp"`): the policy and value head train sharded (each decoder layer a unit, embeddings and
+both heads in the root), the frozen reference and both reward models are sharded over the same ranks, checkpoints
+are sharded (sharding.py) and the kept policy is gathered whole on rank 0. Every forward is then a collective, so
+sampling runs in lockstep (`policy_rollouts`) and held-out shares are padded to equal size.
+
 Tensor layout (as in TRL): prompts left-padded to width P, answers right-padded
 to width R, one row (B, P + R). Every per-token tensor is (B, R) over answer
 tokens; logits at positions P-1 .. P+R-2 predict answer tokens 0 .. R-1.
@@ -23,22 +28,23 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Sequence
 
 import torch
 import torch.nn as nn
 
+from alignline.config.fields import ConfigError
 from alignline.config.model import ModelConfig
 from alignline.config.rlhf import RLHFConfig
 from alignline.services.generation.rollouts import Rollout, sample_rollouts
-from alignline.services.generation.sampling import SamplingParams
-from alignline.services.models.chat import Message
+from alignline.services.generation.sampling import SamplingParams, generate
+from alignline.services.models.chat import Message, encode_prompt
 from alignline.services.models.factory import load_for_training, load_model, load_tokenizer, prepare_for_training, save_model
 from alignline.services.rewards.combine import logit
 
-from .checkpoint import checkpoint_extra, latest_checkpoint, load_checkpoint, save_checkpoint
+from . import sharding as sh
 from .launch import LaunchOptions, WorkerContext, launch
 from .optimization import build_adamw
 from alignline.services.tracking import MetricsLogger
@@ -91,8 +97,12 @@ class PolicyWithValue(nn.Module):
         nn.init.zeros_(self.value_head.weight)  # V = 0 at the start: the mean of a whitened reward
         nn.init.zeros_(self.value_head.bias)
 
-    def forward(self, input_ids, attention_mask, position_ids) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> logits (B, T, V), values (B, T)."""
+    def forward(self, input_ids, attention_mask, position_ids, lm_only: bool = False, **lm_kwargs):
+        """-> logits (B, T, V), values (B, T). `lm_only`: the policy's own output (KV cache and all, `lm_kwargs`),
+        for sampling through this module (under FSDP its hooks gather the embeddings and the LM head)."""
+        if lm_only:
+            return self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                               **lm_kwargs)
         h = self.policy.model(input_ids=input_ids, attention_mask=attention_mask,
                               position_ids=position_ids).last_hidden_state  # (B, T, H)
         return self.policy.lm_head(h), self.value_head(h).squeeze(-1)
@@ -214,46 +224,142 @@ def answer_outputs(model: nn.Module, batch: RolloutBatch) -> tuple[torch.Tensor,
     return out.logits[:, P - 1:P + R - 1], None
 
 
+# -- FSDP (rlhf.sharding = "fsdp") ---------------------------------------------------------------------------------------
+
+NO_EOS = -1  # an id no tokenizer samples: sharded generation runs every step, answers are cut at EOS afterwards
+
+
+def check_ppo_sharding(model_cfg: ModelConfig, sharding: str) -> None:
+    """LoRA adapters inside sharded blocks would need their own merge on the gathered policy: refused."""
+    if sharding == "fsdp" and model_cfg.lora_rank:
+        raise ConfigError(f"rlhf.sharding = 'fsdp' is not allowed with model.lora_rank = {model_cfg.lora_rank}; "
+                          "allowed: model.lora_rank = 0 (full training), or rlhf.sharding = 'none' with LoRA")
+
+
+def scorer_models(scorer) -> list[nn.Module]:
+    """The reward models inside a combined scorer (its `helpful` and `safety` judges' `.model`); none for others."""
+    judges = (getattr(scorer, name, None) for name in ("helpful", "safety"))
+    return [j.model for j in judges if isinstance(getattr(j, "model", None), nn.Module)]
+
+
+class _PolicyThroughRoot:
+    """The policy LM as `generate` calls it, routed through the FSDP root (PolicyWithValue): calling `model.policy`
+    directly would skip the root's hooks and read its embeddings and LM head sharded."""
+
+    def __init__(self, root: PolicyWithValue):
+        self.root = root
+
+    def __call__(self, **kwargs):
+        return self.root(lm_only=True, **kwargs)
+
+    def parameters(self):
+        return self.root.parameters()
+
+    @property
+    def training(self) -> bool:
+        return self.root.training
+
+    def eval(self) -> "_PolicyThroughRoot":
+        self.root.eval()
+        return self
+
+    def train(self, mode: bool = True) -> "_PolicyThroughRoot":
+        self.root.train(mode)
+        return self
+
+
+def policy_rollouts(model: nn.Module, tokenizer, dialogues: Sequence[Sequence[Message]], params: SamplingParams,
+                    batch_size: int) -> list[Rollout]:
+    """One answer per dialogue from `model` (a PolicyWithValue, sharded or not, or a plain LM).
+
+    Sharded, every forward is a collective, so every rank must make as many as the others: each batch runs all
+    `max_new_tokens` steps instead of stopping when its rows reach EOS (what HF calls synced_gpus), and each answer is
+    cut at its first EOS. Batching and seeds are `sample_rollouts`'s, and a row's tokens do not depend on the other
+    rows, so the answers are the ones the unsharded run samples. The caller gives every rank as many dialogues.
+    """
+    if not sh.is_sharded(model):
+        lm = model.policy if isinstance(model, PolicyWithValue) else model
+        return [rows[0] for rows in sample_rollouts(lm, tokenizer, dialogues, params, 1, batch_size)]
+    lm, eos = _PolicyThroughRoot(model), tokenizer.eos_token_id
+    prompts = [encode_prompt(tokenizer, d) for d in dialogues]
+    order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))  # sample_rollouts' order with k = 1
+    out: list[Rollout | None] = [None] * len(prompts)
+    for b, start in enumerate(range(0, len(order), batch_size)):
+        chunk = order[start:start + batch_size]
+        seeded = replace(params, seed=None if params.seed is None else params.seed + b)
+        gen = generate(lm, [prompts[i] for i in chunk], seeded, tokenizer.pad_token_id, NO_EOS)
+        for i, tokens, logprobs in zip(chunk, gen.tokens, gen.logprobs):
+            n = tokens.index(eos) + 1 if eos in tokens else len(tokens)
+            out[i] = Rollout(prompts[i], tokens[:n], logprobs[:n],
+                             tokenizer.decode(tokens[:n], skip_special_tokens=True).strip())
+    return out  # type: ignore[return-value]
+
+
+def save_policy(model: nn.Module, tokenizer, folder: str, ctx: WorkerContext) -> None:
+    """The policy LM (without the value head) as a HF folder on rank 0; under FSDP gathered from every rank's
+    shards first (a collective: every rank calls)."""
+    if not sh.is_sharded(model):
+        if ctx.is_main:
+            save_model(model.policy, tokenizer, folder)
+        return
+    full = sh.full_state_dict(model)
+    if ctx.is_main:
+        policy = type(model.policy)(model.policy.config)
+        policy.load_state_dict({k.removeprefix("policy."): v for k, v in full.items() if k.startswith("policy.")})
+        save_model(policy, tokenizer, folder)
+
+
 # -- the recipe ----------------------------------------------------------------------------------------------------------
 
 def heldout_reward(policy, tokenizer, scorer, job: PPOJob, ctx: WorkerContext, params: SamplingParams) -> float:
-    """Mean combined score of answers to this rank's share of the held-out prompts, averaged over all ranks."""
+    """Mean combined score of answers to this rank's share of the held-out prompts, averaged over all ranks.
+    `policy`: a PolicyWithValue (sharded or not) or a plain LM. Sharded, every rank samples and scores as many
+    prompts as the largest share (the shortfall repeats held-out prompt 0 and is not counted)."""
     dialogues = job.heldout[ctx.rank::ctx.world_size]
     flags = job.heldout_is_safety[ctx.rank::ctx.world_size]
+    real = len(dialogues)
+    if sh.is_sharded(policy):
+        shortfall = -(-len(job.heldout) // ctx.world_size) - real
+        dialogues, flags = dialogues + [job.heldout[0]] * shortfall, flags + [job.heldout_is_safety[0]] * shortfall
     total = 0.0
     if dialogues:
-        rollouts = [rows[0] for rows in sample_rollouts(policy, tokenizer, dialogues, params, 1, job.cfg.rollout_batch_size)]
+        rollouts = policy_rollouts(policy, tokenizer, dialogues, params, job.cfg.rollout_batch_size)
         scores = scorer.score(dialogues, [r.text for r in rollouts], flags)
-        total = float(scores.get("combined", scores["reward"]).sum())
+        total = float(scores.get("combined", scores["reward"])[:real].sum())
     return ctx.all_reduce_sum(total) / max(1, len(job.heldout))
 
 
 def ppo_loop(job: PPOJob, ctx: WorkerContext) -> dict[str, Any]:
     cfg = job.cfg
+    check_ppo_sharding(job.model, ctx.sharding if ctx.sharded else "none")
     tokenizer = load_tokenizer(job.policy_dir)
     # mixed precision / LoRA / checkpointing as configured; the frozen reference is held in the compute dtype
     model = prepare_for_training(PolicyWithValue(load_for_training(job.policy_dir, job.model, ctx.device)).to(ctx.device),
                                  job.model, ctx.device)
+    # FSDP: each decoder layer a unit, embeddings, final norm, LM head and value head in the root; before the optimizer
+    model = ctx.shard(model)
     ref = load_model(job.ref_dir, device=ctx.device, dtype=job.model.dtype).eval().requires_grad_(False)
     scorer = job.make_scorer()
+    if ctx.sharded:  # the frozen reference and both RMs are as large as the policy (four 70B models): sharded too
+        for frozen in (ref, *scorer_models(scorer)):
+            sh.shard_model(frozen, frozen=True)
     optimizer = build_adamw(model, cfg.ppo_learning_rate, cfg.ppo_weight_decay, (cfg.ppo_adam_beta1, cfg.ppo_adam_beta2),
                             cfg.ppo_adam_eps)
     constant = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)  # constant LR (Llama 2 §3.2.3)
     # resume: Ray's restored checkpoint after a worker failure, else the newest one on disk
-    resume_from = ctx.restored_checkpoint() or latest_checkpoint(job.checkpoint_dir)
-    start = load_checkpoint(resume_from, model, optimizer, constant) if resume_from else 0
+    resume_from = ctx.restored_checkpoint() or ctx.latest_checkpoint(job.checkpoint_dir)
+    start = ctx.load_checkpoint(resume_from, model, optimizer, constant) if resume_from else 0
     ddp_model = ctx.wrap(model)
     metrics_log = MetricsLogger(job.tracking_uri, job.run_id) if ctx.is_main else MetricsLogger(None, None)
     local_batch = max(1, cfg.ppo_batch_size // ctx.world_size)
     local_minibatch = max(1, min(local_batch, cfg.ppo_minibatch_size // ctx.world_size))
     eval_params = SamplingParams(cfg.max_new_tokens, cfg.ppo_temperature, cfg.top_p, seed=cfg.seed + 7919)
     if resume_from:  # the early-stopping state and the running summary travel with the weights
-        state = checkpoint_extra(resume_from)
+        state = ctx.checkpoint_extra(resume_from)
         summary, totals, best, since_best = state["summary"], state["totals"], state["best"], state["since_best"]
     else:
-        best = heldout_reward(model.policy, tokenizer, scorer, job, ctx, eval_params)
-        if ctx.is_main:
-            save_model(model.policy, tokenizer, job.output_dir)
+        best = heldout_reward(model, tokenizer, scorer, job, ctx, eval_params)
+        save_policy(model, tokenizer, job.output_dir, ctx)
         summary = {"heldout": [best], "heldout_initial": best, "stopped_early": False, "history": []}
         since_best = 0
         totals = {"generation_s": 0.0, "scoring_s": 0.0, "training_s": 0.0, "samples": 0}
@@ -268,7 +374,7 @@ def ppo_loop(job: PPOJob, ctx: WorkerContext) -> dict[str, Any]:
         picks = [rng.randrange(len(job.prompts)) for _ in range(local_batch)]
         dialogues = [job.prompts[i] for i in picks]
         params = SamplingParams(cfg.max_new_tokens, cfg.ppo_temperature, cfg.top_p, seed=cfg.seed + 1000 * it + ctx.rank)
-        rollouts = [rows[0] for rows in sample_rollouts(model.policy, tokenizer, dialogues, params, 1, cfg.rollout_batch_size)]
+        rollouts = policy_rollouts(model, tokenizer, dialogues, params, cfg.rollout_batch_size)
         t1 = time.perf_counter()
         # 2. Scores: whiten(logit(R_c)) per answer (B,), Llama 2 eq. 2, whitened over the global batch.
         scores = scorer.score(dialogues, [r.text for r in rollouts], [job.is_safety[i] for i in picks])
@@ -323,13 +429,12 @@ def ppo_loop(job: PPOJob, ctx: WorkerContext) -> dict[str, Any]:
         totals["samples"] += int(ctx.all_reduce_sum(local_batch))
         # 6. Early stopping on the held-out prompts; the best policy so far is the one on disk.
         if (it + 1) % cfg.ppo_eval_every == 0 or it + 1 == cfg.ppo_iterations:
-            current = heldout_reward(model.policy, tokenizer, scorer, job, ctx, eval_params)
+            current = heldout_reward(model, tokenizer, scorer, job, ctx, eval_params)
             row["heldout_reward"] = current
             summary["heldout"].append(current)
             if current > best:
                 best, since_best = current, 0
-                if ctx.is_main:
-                    save_model(model.policy, tokenizer, job.output_dir)
+                save_policy(model, tokenizer, job.output_dir, ctx)
             else:
                 since_best += 1
         summary["history"].append(row)
@@ -337,8 +442,8 @@ def ppo_loop(job: PPOJob, ctx: WorkerContext) -> dict[str, Any]:
         summary["stopped_early"] = since_best >= cfg.ppo_patience
         last = summary["stopped_early"] or it + 1 == cfg.ppo_iterations
         saved = None
-        if job.checkpoint_dir and ctx.is_main and ((it + 1) % cfg.ppo_checkpoint_every == 0 or last):
-            saved = save_checkpoint(job.checkpoint_dir, it + 1, model, optimizer, constant, extra={
+        if job.checkpoint_dir and ((it + 1) % cfg.ppo_checkpoint_every == 0 or last):  # FSDP: every rank its shards
+            saved = ctx.save_checkpoint(job.checkpoint_dir, it + 1, model, optimizer, constant, extra={
                 "summary": summary, "totals": totals, "best": best, "since_best": since_best})
         ctx.report({"iteration": it + 1, **{k: v for k, v in row.items() if isinstance(v, float)}}, saved)
         if job.on_iteration is not None:
@@ -353,13 +458,17 @@ def ppo_loop(job: PPOJob, ctx: WorkerContext) -> dict[str, Any]:
 
 def train_ppo(job: PPOJob, opts: LaunchOptions) -> dict[str, Any]:
     """Run the recipe; returns rank 0's summary (per-iteration metrics, held-out rewards, timings, output_dir)."""
+    check_ppo_sharding(job.model, opts.sharding if opts.num_workers > 1 else "none")
     Path(job.output_dir).mkdir(parents=True, exist_ok=True)
     return launch(ppo_loop, job, opts)
 
 
-def ppo_launch_options(cfg: RLHFConfig, storage_path: str, name: str) -> LaunchOptions:
+def ppo_launch_options(cfg: RLHFConfig, storage_path: str, name: str, storage_endpoint: str = "") -> LaunchOptions:
+    """PPO's workers, from the rlhf section; run storage may be a shared URI (s3://...) with its endpoint."""
     return LaunchOptions(use_ray=cfg.use_ray, num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
-                         cpus_per_worker=cfg.cpus_per_worker, storage_path=storage_path, name=name)
+                         cpus_per_worker=cfg.cpus_per_worker, storage_path=storage_path, name=name,
+                         storage_endpoint=storage_endpoint, max_failures=getattr(cfg, "max_failures", 0),
+                         sharding=cfg.sharding)
 
 
 __all__ = ["PPOJob", "PolicyWithValue", "RewardModelFolders", "gae", "global_whiten", "masked_mean", "per_token_kl", "ppo_losses",

@@ -5,7 +5,9 @@ head and trains 1 epoch on its own data mix: cosine LR down to 10% after a 3%
 warmup (at least `min_warmup_steps`), AdamW, gradient clipping. Same structure
 as the SFT recipe: setup -> resume -> loop -> save, in one process or on Ray
 Train workers; the data order is a function of (seed, step), so a resumed run
-reads exactly the batches the killed run would have read next.
+reads exactly the batches the killed run would have read next. With `reward.sharding = "fsdp"` the RM trains
+sharded (each decoder layer a unit, embeddings, final norm and scalar head in the root), checkpoints are sharded
+(sharding.py) and the saved RM is gathered whole on rank 0.
 """
 from __future__ import annotations
 
@@ -24,14 +26,15 @@ import pyarrow as pa
 import torch
 import torch.nn.functional as F
 
+from alignline.config.fields import ConfigError
 from alignline.config.model import ModelConfig
 from alignline.config.reward import MARGIN_TABLES, RewardConfig
 from alignline.services.models.factory import load_tokenizer
-from alignline.services.models.reward_model import RewardModel, reward_model_for_training, save_reward_model
+from alignline.services.models.reward_model import (RewardModel, empty_reward_model, reward_model_for_training,
+                                                     save_reward_model)
 from alignline.services.rewards.encoding import encode_response
 from alignline.storage.schemas import UNUSABLE_SAFETY_CATEGORIES, Comparison
 
-from .checkpoint import checkpoint_extra, latest_checkpoint, load_checkpoint, save_checkpoint
 from .launch import LaunchOptions, WorkerContext, launch
 from .optimization import build_adamw, cosine_with_warmup
 from .packing import step_rows
@@ -206,6 +209,20 @@ def freeze_for(model: RewardModel, trainable: str, top_layers: int = 1) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def check_reward_sharding(cfg: RewardConfig, model_cfg: ModelConfig, sharding: str) -> None:
+    """FSDP shards a reward model that trains as a whole or from its top blocks up. Refused: trainable='head' (a
+    linear head on cached trunk states: nothing worth sharding, and the trunk pass would bypass the FSDP root) and
+    LoRA (adapters inside sharded blocks would need their own merge on the gathered model)."""
+    if sharding != "fsdp":
+        return
+    if cfg.trainable == "head":
+        raise ConfigError("reward.sharding = 'fsdp' is not allowed with reward.trainable = 'head'; allowed: "
+                          "reward.sharding = 'none' (the head alone is small), or reward.trainable = 'all' / 'top_layers'")
+    if model_cfg.lora_rank:
+        raise ConfigError(f"reward.sharding = 'fsdp' is not allowed with model.lora_rank = {model_cfg.lora_rank}; "
+                          "allowed: model.lora_rank = 0 (full training), or reward.sharding = 'none' with LoRA")
+
+
 @dataclass(frozen=True)
 class PairFeatures:
     """Frozen-trunk states at the last real token (trainable='head'): (N, H) for each side."""
@@ -267,6 +284,8 @@ def pair_step(model: torch.nn.Module, pairs: PairRows, batch: np.ndarray, ctx: W
     Chosen and rejected answers go through one forward, (2m, W). The loss is normalised by the pairs of the global
     batch; DDP averages gradients over ranks, hence `* world_size` (same as SFT's optimizer_step). With `features`
     (trainable='head') `model` is the head and reads the cached trunk states, (2m, H), instead of tokens.
+    An FSDP model reduce-scatters after every micro-batch: syncing only the last would hold whole unsharded
+    gradients through the accumulation, the memory FSDP is there to save.
     """
     micro = max(1, micro_batch_size or len(batch))
     chunks = [batch[i:i + micro] for i in range(0, len(batch), micro)]
@@ -297,6 +316,7 @@ def pair_step(model: torch.nn.Module, pairs: PairRows, batch: np.ndarray, ctx: W
 
 def reward_loop(job: RewardJob, ctx: WorkerContext) -> dict[str, Any]:
     cfg = job.train
+    check_reward_sharding(cfg, job.model, ctx.sharding if ctx.sharded else "none")
     # setup: the policy's transformer + a scalar head (Llama 2 §3.2.2); the same seed gives every rank the same head
     tokenizer = load_tokenizer(job.policy_dir)
     # LoRA (model.lora_rank > 0) only when every weight would train; 'head'/'top_layers' freeze the trunk themselves
@@ -304,6 +324,7 @@ def reward_loop(job: RewardJob, ctx: WorkerContext) -> dict[str, Any]:
                                                    lora=cfg.trainable == "all")
     pairs = read_pairs(job.pairs_path)
     trainable_params = freeze_for(model, cfg.trainable, cfg.trainable_top_layers)
+    model = ctx.shard(model)  # FSDP: each decoder layer a unit, embeddings, final norm and scalar head in the root
     # trainable='head': the trunk never changes, so its last-token states are computed once and the head trains on
     # them for `head_epochs` passes (each rank computes all rows: they are cached, and any rank may draw any row)
     features, feature_seconds = (cached_trunk_features(model, pairs, cfg.eval_batch_size, ctx.device, job.checkpoint_dir)
@@ -314,12 +335,12 @@ def reward_loop(job: RewardJob, ctx: WorkerContext) -> dict[str, Any]:
                             (cfg.adam_beta1, cfg.adam_beta2), cfg.adam_eps)
     scheduler = cosine_with_warmup(optimizer, reward_warmup_steps(max_steps, cfg), max_steps, cfg.min_lr_ratio)
     # resume: Ray's restored checkpoint after a worker failure, else the newest one on disk
-    resume_from = ctx.restored_checkpoint() or latest_checkpoint(job.checkpoint_dir)
-    start = load_checkpoint(resume_from, model, optimizer, scheduler) if resume_from else 0
+    resume_from = ctx.restored_checkpoint() or ctx.latest_checkpoint(job.checkpoint_dir)
+    start = ctx.load_checkpoint(resume_from, model, optimizer, scheduler) if resume_from else 0
     ddp_model = ctx.wrap(model.head if head_mode else model)
     ddp_model.train()
     metrics = MetricsLogger(job.tracking_uri, job.run_id) if ctx.is_main else MetricsLogger(None, None)
-    summary: dict[str, Any] = {**checkpoint_extra(resume_from).get("summary", {}),
+    summary: dict[str, Any] = {**ctx.checkpoint_extra(resume_from).get("summary", {}),
                                "resumed_from_step": start, "max_steps": max_steps, "pairs": len(pairs),
                                "train_pairs": 0, "train_seconds": 0.0, "trainable": cfg.trainable,
                                "trainable_params": trainable_params, "feature_seconds": feature_seconds}
@@ -348,13 +369,14 @@ def reward_loop(job: RewardJob, ctx: WorkerContext) -> dict[str, Any]:
             metrics.log(step + 1, {"loss": loss, "accuracy": accuracy, "reward_gap": gap, "lr": lr,
                                    "pairs_per_s": summary["pairs_per_s"], "grad_norm": grad_norm}, total_steps=max_steps)
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == max_steps:
-            saved = save_checkpoint(job.checkpoint_dir, step + 1, model, optimizer, scheduler,
-                                    extra={"summary": summary}) if ctx.is_main else None
+            saved = ctx.save_checkpoint(job.checkpoint_dir, step + 1, model, optimizer, scheduler,
+                                        extra={"summary": summary})  # FSDP: every rank writes its shards
             ctx.report({"step": step + 1, "loss": loss}, saved)
         if job.on_step is not None:
             job.on_step(step + 1)
-    if ctx.is_main:
-        save_reward_model(model, tokenizer, job.output_dir)
+    full = ctx.full_model(model, build=lambda: empty_reward_model(model.config))  # FSDP: gathered from the shards
+    if full is not None:
+        save_reward_model(full, tokenizer, job.output_dir)
     summary.update(output_dir=job.output_dir, losses=losses, step_seconds=step_seconds,
                    pairs_per_s_mean=summary["train_pairs"] / max(summary["train_seconds"], 1e-9))
     if head_mode:  # the honest rate: every pair's trunk forward plus the head's passes, per distinct pair
@@ -364,5 +386,6 @@ def reward_loop(job: RewardJob, ctx: WorkerContext) -> dict[str, Any]:
 
 def train_reward(job: RewardJob, opts: LaunchOptions) -> dict[str, Any]:
     """Run the recipe; returns rank 0's final metrics (loss, accuracy, per-step losses, pairs/s, output_dir)."""
+    check_reward_sharding(job.train, job.model, opts.sharding if opts.num_workers > 1 else "none")
     Path(job.output_dir).mkdir(parents=True, exist_ok=True)
     return launch(reward_loop, job, opts)

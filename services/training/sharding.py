@@ -20,7 +20,7 @@ import hashlib
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -38,12 +38,15 @@ def is_sharded(model: torch.nn.Module) -> bool:
     return isinstance(model, FSDPModule)
 
 
-def shard_model(model: torch.nn.Module) -> torch.nn.Module:
-    """Shard in place: every `*DecoderLayer` is its own unit, the root holds the rest. Build the optimizer after."""
+def shard_model(model: torch.nn.Module, frozen: bool = False) -> torch.nn.Module:
+    """Shard in place: every `*DecoderLayer` is its own unit, the root holds the rest (embeddings, final norm, the
+    LM, value or scalar head). Build the optimizer after. FSDP2 keeps a root's parameters gathered from forward to
+    backward; a `frozen` model (PPO's reference policy, the reward models) has no backward, so its root reshards
+    right after each forward too. Every rank must then make the same number of forward calls (collectives)."""
     for module in model.modules():
         if type(module).__name__.endswith("DecoderLayer"):
             fully_shard(module)
-    fully_shard(model)
+    fully_shard(model, reshard_after_forward=True if frozen else None)
     return model
 
 
@@ -145,13 +148,22 @@ def checkpoint_extra(folder: str | Path | None) -> dict[str, Any]:
     return whole.checkpoint_extra(folder)
 
 
-def gather_full_model(model: torch.nn.Module, is_main: bool) -> torch.nn.Module | None:
-    """Every rank calls this (collective all-gather). Rank 0 gets an unsharded copy of the module (same class,
-    full weights on CPU) to save; the others None."""
-    full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Every rank calls this (collective all-gather): the whole state dict on CPU, on rank 0 only (empty elsewhere)."""
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def gather_full_model(model: torch.nn.Module, is_main: bool,
+                      build: Callable[[], torch.nn.Module] | None = None) -> torch.nn.Module | None:
+    """Every rank calls this (collective all-gather). Rank 0 gets an unsharded copy of the module (full weights on
+    CPU; built by `build`, else the same class from `model.config`) to save; the others None."""
+    full = full_state_dict(model)
     if not is_main:
         return None
-    cls = next(c for c in type(model).__mro__ if not issubclass(c, FSDPModule))  # FSDP2 subclasses the module's class
-    copy = cls(model.config)
+    if build is None:
+        cls = next(c for c in type(model).__mro__ if not issubclass(c, FSDPModule))  # FSDP2 subclasses the class
+        copy = cls(model.config)
+    else:
+        copy = build()
     copy.load_state_dict(full)
     return copy

@@ -39,7 +39,11 @@ def test_full_training_bytes_per_parameter_and_sharding_by_hand():
     assert b(fp32.weights_gib + fp32.grads_gib + fp32.optimizer_gib) == pytest.approx(388 * 16)  # 4 + 4 + 8, no master
     sharded = memory_plan(TINY, gpus=4, sharding="fsdp", micro_batch=3, seq_len=5, batch=12)
     assert b(sharded.weights_gib + sharded.grads_gib + sharded.optimizer_gib) == pytest.approx(388 * 16 / 4)
-    assert b(sharded.gathered_gib) == pytest.approx(2 * 152 * 2)  # two layers unsharded in bf16
+    # two layers and the root unit (embeddings, final norm, LM head: 388 - 2 x 152) unsharded, as stored: fp32 masters
+    assert b(sharded.gathered_gib) == pytest.approx((2 * 152 + 84) * 4)
+    lora_fsdp = memory_plan(TINY, gpus=4, sharding="fsdp", lora_rank=2, lora_targets=("q_proj",), micro_batch=3,
+                            seq_len=5, batch=12)
+    assert b(lora_fsdp.gathered_gib) == pytest.approx((2 * 152 + 84) * 2)  # LoRA's frozen base is stored in bf16
     assert b(sharded.activations_gib) == b(plan.activations_gib)  # FSDP does not shard activations
     ddp = memory_plan(TINY, gpus=4, sharding="none", micro_batch=3, seq_len=5, batch=12)
     assert b(ddp.weights_gib) == pytest.approx(388 * 2) and ddp.gathered_gib == 0  # every GPU a whole copy
@@ -77,11 +81,10 @@ def test_llama2_presets_fit_80gb_gpus_in_every_stage(preset):
     sft = plan_for(cfg, "sft")
     assert sft.fits and sft.sharding == "fsdp" and sft.dtype == "bfloat16" and sft.checkpointing
     assert sft.total_gib < 72
-    for stage in ("reward", "ppo"):
+    for stage in ("reward", "ppo"):  # reward.sharding / rlhf.sharding: FSDP, as SFT
         plan = plan_for(cfg, stage)
-        if plan.sharding == "fsdp":  # reward.sharding / rlhf.sharding: the FSDP recipes' fields, once they exist
-            assert plan.fits, (stage, plan.problems)
-        assert not plan.problems or "GiB" in plan.problems[-1]
+        assert plan.fits and plan.sharding == "fsdp" and plan.shard_group == plan.gpus, (stage, plan.problems)
+        assert plan.total_gib < 72
 
 
 def test_cli_prints_the_plan_and_refuses_one_that_does_not_fit(capsys):
@@ -96,3 +99,15 @@ def test_cli_prints_the_plan_and_refuses_one_that_does_not_fit(capsys):
     assert main(["plan", "--preset", "llama2-7b", "--stage", "sft", "--json", "--set", "model.lora_rank=16"]) == 0
     (plan,) = json.loads(capsys.readouterr().out)
     assert plan["lora_rank"] == 16 and plan["trainable"] == 32 * 16 * (4 * 8192 + 3 * (4096 + 11008))
+
+
+def test_cli_plans_llama2_reward_and_ppo_sharded_and_refuses_them_replicated(capsys):
+    for stage in ("reward", "ppo"):
+        assert main(["plan", "--preset", "llama2-70b", "--gpus", "64", "--stage", stage]) == 0
+        out = capsys.readouterr().out
+        assert f"{stage}: " in out and "64 GPU(s), sharding fsdp (group 64)" in out and out.strip().endswith("fits")
+    assert "frozen ref + 2 RMs" in out  # PPO: reference policy and both reward models, sharded over the 64 GPUs
+    section = {"reward": "reward", "ppo": "rlhf"}
+    for stage in ("reward", "ppo"):  # replicated, a 70B model with AdamW state is far past 80 GB
+        assert main(["plan", "--preset", "llama2-70b", "--stage", stage, "--set", f"{section[stage]}.sharding='none'"]) == 1
+        assert "DOES NOT FIT" in capsys.readouterr().out
