@@ -10,13 +10,19 @@ datasets: `comparisons-<kind>` (usable pairs) or `comparisons-<kind>-quarantine`
 categories the config drops: each with its annotation id and reason, the
 parsed row when it got that far). The ledger of harvested annotation ids
 (compact id ranges) records only ids that were published in one of them; it is
-kept in the dataset version's metadata *and* in a ledger file under the data
-dir, both keyed by the project (id and creation time: a recreated Label Studio
+kept in the dataset versions' metadata (each version: the ids before it plus
+the new ones it holds) *and* in a ledger file under the data dir, all keyed by
+the project (id and creation time: a recreated Label Studio
 database restarts ids). Publishing is the commit: a harvest killed before it
 publishes leaves nothing behind; one killed after publishing but before the
 file is written is caught up from the catalog on the next run. Each version is
 cumulative with the previous version as its parent, so `latest` is the whole
-set so far.
+set so far. A project is read in keyset pages by task id (`task_pages`), so no
+request grows with the project.
+
+`harvest_project` is every project's harvest (preferences here, human
+evaluation and red teaming in their modules): each passes its row parser and
+its cleaning step (one label per person and task, the paper's unsafe drop).
 """
 from __future__ import annotations
 
@@ -27,8 +33,9 @@ import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
+import pyarrow as pa
 
 from alignline.storage import Catalog
 from alignline.storage.faults import fault_point
@@ -37,6 +44,8 @@ from alignline.storage.schemas import (ComparisonDataError, Kind, comparisons_ta
 
 from .labeling import ResultError, parse_result
 from .validation import ValidationFailed, check_comparisons
+
+T = TypeVar("T")
 
 
 # -- the ledger: which annotation ids are already harvested ----------------------------------------
@@ -96,15 +105,43 @@ class Ledger:
         os.replace(tmp, path)
 
 
-# -- reading new annotations ---------------------------------------------------------------------
-def updated_since_query(since: str | None, slack_s: float) -> dict | None:
-    """Data Manager query: tasks updated after `since - slack` (an annotation or draft touches its task)."""
+# -- reading a project, one page at a time -------------------------------------------------------
+def updated_since_filter(since: str | None, slack_s: float) -> dict | None:
+    """Data Manager filter: tasks updated after `since - slack` (an annotation or draft touches its task)."""
     if since is None:
         return None
     start = dt.datetime.fromisoformat(since) - dt.timedelta(seconds=slack_s)
-    return {"filters": {"conjunction": "and", "items": [
-        {"filter": "filter:tasks:updated_at", "operator": "greater", "type": "Datetime",
-         "value": start.strftime("%Y-%m-%dT%H:%M:%S.%fZ")}]}}
+    return {"filter": "filter:tasks:updated_at", "operator": "greater", "type": "Datetime",
+            "value": start.strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
+
+
+def _task_id(task: Any) -> int | None:
+    return _int_or_none(task.get("id") if isinstance(task, dict) else getattr(task, "id", None))
+
+
+def task_pages(client, project_id: int, filters: Sequence[dict] = (), page_size: int = 100) -> Iterator[tuple[list, int | None]]:
+    """(tasks, total) per request: the project's tasks matching the Data Manager `filters`, with annotations and
+    drafts, in task-id order. Keyset paging: each request asks for the first `page_size` tasks above the last id
+    read, so a request's time and a page's memory stay bounded however large the project is, and a task annotated
+    while the harvest reads is neither skipped nor read twice (page numbers shift under both). `total`: the tasks
+    that matched when the first page was read."""
+    last, total = None, None
+    while True:
+        after = [{"filter": "filter:tasks:id", "operator": "greater", "type": "Number", "value": last}]
+        query = {"filters": {"conjunction": "and", "items": [*filters, *(after if last is not None else [])]},
+                 "ordering": ["tasks:id"]}
+        page = client.tasks.list(project=project_id, fields="all", page=1, page_size=page_size,
+                                 query=json.dumps(query))
+        tasks = list(page.items or [])
+        total = getattr(page.response, "total", None) if total is None else total
+        yield tasks, total
+        ids = [i for i in map(_task_id, tasks) if i is not None]
+        if len(tasks) < page_size:
+            return
+        if not ids or (last is not None and max(ids) <= last):  # the server ignored the id filter: never loop
+            raise RuntimeError(f"Label Studio project {project_id}: a page of tasks did not advance past task id "
+                               f"{last}; is the Data Manager filter on tasks:id supported by this server?")
+        last = max(ids)
 
 
 def _plain(obj: Any) -> dict:
@@ -151,10 +188,12 @@ def parse_tasks(tasks: Iterable[Any], kind: Kind, harvested: set[int], annotator
 RowMaker = Callable[[dict, dict, dict, int], dict[str, Any]]  # (task, task data, annotation, id) -> row | ResultError
 
 
-def parse_annotations(tasks: Iterable[Any], harvested: set[int], source: str, to_row: RowMaker) -> Parsed:
+def parse_annotations(tasks: Iterable[Any], harvested: set[int], source: str, to_row: RowMaker,
+                      into: Parsed | None = None) -> Parsed:
     """Every annotation of these tasks not in `harvested` -> `to_row`'s row, or quarantined with the reason it (or a
-    malformed task/annotation shape) gives; every project's harvest reads its export through this."""
-    out = Parsed()
+    malformed task/annotation shape) gives; every project's harvest reads its export through this (page by page,
+    adding to `into`)."""
+    out = Parsed() if into is None else into
     for task in tasks:
         try:
             task = _plain(task)
@@ -183,19 +222,24 @@ def parse_annotations(tasks: Iterable[Any], harvested: set[int], source: str, to
     return out
 
 
-def _comparison_row(task: dict, data: dict, ann: dict, ann_id: int, kind: Kind, annotators: dict[int, str],
-                    source: str) -> dict[str, Any]:
-    """One annotation -> a comparison row, or ResultError('<kind of problem>: ...') saying why it is unusable."""
+def parse_submitted(ann: dict, parse: Callable[[Any], T]) -> T:
+    """`parse` of the annotation's result, or ResultError: 'skipped' / 'cancelled' for a skip (nothing chosen vs. a
+    started judgement abandoned: both unused, told apart), 'invalid: ...' for what `parse` rejects or cannot read."""
     result = ann.get("result") or []
     if ann.get("was_cancelled"):
-        # Skip with nothing chosen vs. a started judgement abandoned: both unused, told apart.
         raise ResultError("cancelled" if result else "skipped")
     try:
-        j = parse_result(result, kind)
+        return parse(result)
     except ResultError as e:
         raise ResultError(f"invalid: {e}") from None
     except (AttributeError, TypeError, KeyError, ValueError, IndexError) as e:
         raise ResultError(f"invalid: malformed result ({type(e).__name__})") from None
+
+
+def _comparison_row(task: dict, data: dict, ann: dict, ann_id: int, kind: Kind, annotators: dict[int, str],
+                    source: str) -> dict[str, Any]:
+    """One annotation -> a comparison row, or ResultError('<kind of problem>: ...') saying why it is unusable."""
+    j = parse_submitted(ann, lambda result: parse_result(result, kind))
     side, other = ("a", "b") if j.preferred == "a" else ("b", "a")
     chosen, rejected = data.get(f"response_{side}"), data.get(f"response_{other}")
     if not isinstance(chosen, str) or not isinstance(rejected, str) or not chosen.strip() or not rejected.strip():
@@ -260,7 +304,79 @@ def agreement(rows: Sequence[dict]) -> dict[str, float | int]:
             "margin_agreement": same_margin / pairs if pairs else float("nan")}
 
 
-# -- one harvest ---------------------------------------------------------------------------------
+# -- one harvest (every project's: preferences, human evaluation, red teaming) -------------------------------------
+RowFn = Callable[[dict, dict, dict, int, dict[int, str], str], dict[str, Any]]  # + (annotators, source) -> row
+Keep = Callable[[list[dict], list[dict], Parsed], list[dict]]  # (published rows, new rows, parsed) -> rows to publish
+OnPage = Callable[[int, "int | None"], None]                    # (tasks read so far, tasks to read) -> None
+
+
+@dataclass
+class ProjectHarvest:
+    dataset: str | None            # '<dataset>@version', None when nothing was ever harvested
+    new_annotations: int           # annotation ids seen for the first time (used or not)
+    old_rows: list[dict]           # the rows published before this harvest
+    rows: list[dict]               # the rows published now (cumulative)
+    counts: dict[str, int]         # skipped, cancelled, drafts, duplicates, invalid: ... (this harvest, non-zero)
+    quarantined: int               # rows in `<dataset>-quarantine` (all harvests)
+
+
+def harvest_project(client, project_id: int, catalog: Catalog, dataset: str, ledger_path: Path, to_row: RowFn,
+                    keep: Keep, to_table: Callable[[list[dict]], pa.Table], *, slack_s: float = 300.0,
+                    page_size: int = 100, flow_run: str | None = None, metadata: dict | None = None,
+                    row_metadata: Callable[[list[dict]], dict] | None = None, on_page: OnPage | None = None,
+                    after_publish: Callable[[], None] | None = None) -> ProjectHarvest:
+    """The annotations of one project that no earlier harvest recorded -> `to_row`'s rows, which `keep` cleans
+    (quarantining what it drops on the Parsed it is given) into cumulative `dataset` (its previous version as a
+    parent; `to_table` builds and validates the table); everything unused to `<dataset>-quarantine` with a reason.
+    Publishes only what is new. Tasks are read in pages of `page_size` (see `task_pages`); `on_page` hears progress.
+    Exactly once: see the module doc; each version's `harvested_ids` names the ids harvested before it plus the new
+    ones that version holds, so a kill between the two publishes never marks an unpublished id as harvested."""
+    started = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None).isoformat()
+    project = f"{project_id}@{getattr(client.projects.get(id=project_id), 'created_at', '')}"
+    ledger = Ledger.load(ledger_path, project)
+    previous, prev_quarantine = catalog.find(dataset), catalog.find(f"{dataset}-quarantine")
+    for version in (previous, prev_quarantine):  # a run that died after publishing, before saving the file
+        if version is not None and version.metadata.get("project") == project:
+            ledger.ids |= decode_ids(version.metadata.get("harvested_ids", ""))
+    annotators = {u.id: u.email or u.username for u in client.users.list()}
+    source, parsed, read = f"label-studio:{project_id}", Parsed(), 0
+    since = updated_since_filter(ledger.since, slack_s)
+    for tasks, total in task_pages(client, project_id, [since] if since else [], page_size):
+        parse_annotations(tasks, ledger.ids, source, lambda task, data, ann, ann_id: to_row(
+            task, data, ann, ann_id, annotators, source), into=parsed)
+        read += len(tasks)
+        if on_page is not None:
+            on_page(read, total)
+    old_rows = catalog.read_ref(previous.ref).to_pylist() if previous is not None else []
+    rows = keep(old_rows, parsed.rows, parsed)
+    old_quarantine = catalog.read_ref(prev_quarantine.ref).to_pylist() if prev_quarantine is not None else []
+    quarantine = {(q["source"], q["record_id"]): q for q in old_quarantine + parsed.quarantined}
+    row_ids, old_ids = {r["annotation_id"] for r in rows}, {r["annotation_id"] for r in old_rows}
+    quarantined_ids = {int(k[1]) for k in quarantine if k[1].isdigit()}
+    before, counts = set(ledger.ids), {k: v for k, v in parsed.counts.items() if v}
+    meta = {"project_id": project_id, "project": project, "new_annotations": len(parsed.seen_ids),
+            "counts": dict(parsed.counts), "harvested_at": started, **(metadata or {})}
+    if len(quarantine) > len(old_quarantine):
+        catalog.publish(f"{dataset}-quarantine", quarantine_table(list(quarantine.values())),
+                        parents=[prev_quarantine.ref] if prev_quarantine else [], flow_run=flow_run,
+                        metadata={**meta, "harvested_ids": encode_ids(before | (parsed.seen_ids & quarantined_ids))})
+    ref = previous.ref if previous else None
+    if row_ids != old_ids:
+        table = to_table(rows)
+        parents = sorted({r["tasks_ref"] for r in rows if r.get("tasks_ref")} | ({previous.ref} if previous else set()))
+        ref = catalog.publish(dataset, table, parents=[p for p in parents if catalog.find(p) is not None],
+                              flow_run=flow_run, metadata={
+                                  **meta, "harvested_ids": encode_ids(before | (parsed.seen_ids & row_ids)),
+                                  **(row_metadata(rows) if row_metadata else {})}).ref
+    if after_publish is not None:
+        after_publish()  # tests: a harvest killed between publishing and writing the ledger file
+    fault_point("harvest.published")  # a kill here: the rerun takes the ids from the published versions' metadata
+    ledger.ids = before | (parsed.seen_ids & (row_ids | quarantined_ids))  # only what a dataset now holds
+    ledger.since = started
+    ledger.save(ledger_path)
+    return ProjectHarvest(ref, len(parsed.seen_ids), old_rows, rows, counts, len(quarantine))
+
+
 @dataclass
 class HarvestResult:
     dataset: str | None            # 'comparisons-<kind>@version', None when nothing was ever harvested
@@ -274,58 +390,40 @@ class HarvestResult:
 
 def harvest(client, project_id: int, kind: Kind, catalog: Catalog, dataset: str, ledger_path: Path,
             report_dir: Path, drop_categories: Sequence[str] = ("chosen_unsafe_rejected_safe",),
-            slack_s: float = 300.0, flow_run: str | None = None, page_size: int = 500,
-            after_publish=None) -> HarvestResult:
-    """Harvest the annotations of one project that no earlier harvest recorded: usable pairs to `dataset`, the rest
-    to `<dataset>-quarantine` with reasons; publish when there is anything new."""
+            slack_s: float = 300.0, flow_run: str | None = None, page_size: int = 100,
+            after_publish=None, on_page: OnPage | None = None) -> HarvestResult:
+    """Harvest the annotations of one preference project that no earlier harvest recorded: usable pairs to
+    `dataset`, the rest to `<dataset>-quarantine` with reasons; publish when there is anything new."""
     started = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None).isoformat()
-    project = f"{project_id}@{getattr(client.projects.get(id=project_id), 'created_at', '')}"
-    ledger = Ledger.load(ledger_path, project)
-    previous, prev_quarantine = catalog.find(dataset), catalog.find(f"{dataset}-quarantine")
-    if previous is not None and previous.metadata.get("project") == project:
-        ledger.ids |= decode_ids(previous.metadata.get("harvested_ids", ""))  # a run that died before saving the file
-    annotators = {u.id: u.email or u.username for u in client.users.list()}
-    tasks = client.tasks.list(project=project_id, fields="all", page_size=page_size,
-                              query=json.dumps(q) if (q := updated_since_query(ledger.since, slack_s)) else None)
-    source = f"label-studio:{project_id}"
-    parsed = parse_tasks(tasks, kind, ledger.ids, annotators, source)
-    old_rows = catalog.read_ref(previous.ref).to_pylist() if previous is not None else []
-    rows, _ = one_label_per_annotator(old_rows + parsed.rows)
-    kept_ids = {r["annotation_id"] for r in rows}
-    for r in old_rows + parsed.rows:
-        if r["annotation_id"] not in kept_ids:
-            parsed.quarantine(r["source"], r["annotation_id"], r["task_id"], "duplicate label (the annotator's first "
-                              "label of the task is kept)", r)
-    rows, _ = drop_unsafe_chosen(rows, drop_categories)
-    for r in (r for r in old_rows + parsed.rows if r["annotation_id"] in kept_ids):
-        if r["safety_category"] in drop_categories:
-            parsed.quarantine(r["source"], r["annotation_id"], r["task_id"], f"dropped: {r['safety_category']}", r)
-    counts = dict(parsed.counts)
-    old_quarantine = catalog.read_ref(prev_quarantine.ref).to_pylist() if prev_quarantine is not None else []
-    quarantine = {(q["source"], q["record_id"]): q for q in old_quarantine + parsed.quarantined}
-    published_ids = {r["annotation_id"] for r in rows} | {int(k[1]) for k in quarantine if k[1].isdigit()}
-    ledger.ids |= parsed.seen_ids & published_ids  # only what a dataset now holds
-    ref, report = (previous.ref if previous else None), None
-    meta = {"harvested_ids": encode_ids(ledger.ids), "project_id": project_id, "project": project, "kind": kind,
-            "new_annotations": len(parsed.seen_ids), "counts": counts, "harvested_at": started}
-    if len(quarantine) > len(old_quarantine):
-        catalog.publish(f"{dataset}-quarantine", quarantine_table(list(quarantine.values())),
-                        parents=[prev_quarantine.ref] if prev_quarantine else [], flow_run=flow_run, metadata=meta)
-    if {r["annotation_id"] for r in rows} != {r["annotation_id"] for r in old_rows}:
+    checked: dict[str, str] = {}
+
+    def keep(old_rows: list[dict], new_rows: list[dict], parsed: Parsed) -> list[dict]:
+        rows, _ = one_label_per_annotator(old_rows + new_rows)
+        kept_ids = {r["annotation_id"] for r in rows}
+        for r in old_rows + new_rows:
+            if r["annotation_id"] not in kept_ids:
+                parsed.quarantine(r["source"], r["annotation_id"], r["task_id"], "duplicate label (the annotator's "
+                                  "first label of the task is kept)", r)
+        rows, _ = drop_unsafe_chosen(rows, drop_categories)
+        for r in (r for r in old_rows + new_rows if r["annotation_id"] in kept_ids):
+            if r["safety_category"] in drop_categories:
+                parsed.quarantine(r["source"], r["annotation_id"], r["task_id"], f"dropped: {r['safety_category']}", r)
+        return rows
+
+    def to_table(rows: list[dict]) -> pa.Table:
         table = comparisons_table(rows)
         validate_comparisons(table, dataset)
         check = check_comparisons(table, report_dir / f"{dataset}-{started.replace(':', '')}.json")
         if not check.success:
             raise ValidationFailed(f"{dataset}: " + "; ".join(check.failed), check.report)
-        report = str(check.report)
-        parents = sorted({r["tasks_ref"] for r in rows if r.get("tasks_ref")} | ({previous.ref} if previous else set()))
-        parents = [p for p in parents if catalog.find(p) is not None]
-        ref = catalog.publish(dataset, table, parents=parents, flow_run=flow_run,
-                              metadata={**meta, "agreement": agreement(rows)}).ref
-    if after_publish is not None:
-        after_publish()  # tests: a harvest killed between publishing and writing the ledger file
-    fault_point("harvest.published")  # a kill here: the rerun takes the ids from the published version's metadata
-    ledger.since = started
-    ledger.save(ledger_path)
-    return HarvestResult(ref, len(parsed.seen_ids), len(rows) - len(old_rows), len(rows),
-                         {k: v for k, v in counts.items() if v}, agreement(rows), report)
+        checked["report"] = str(check.report)
+        return table
+
+    out = harvest_project(client, project_id, catalog, dataset, ledger_path,
+                          lambda task, data, ann, ann_id, annotators, source: _comparison_row(
+                              task, data, ann, ann_id, kind, annotators, source),
+                          keep, to_table, slack_s=slack_s, page_size=page_size, flow_run=flow_run,
+                          metadata={"kind": kind}, row_metadata=lambda rows: {"agreement": agreement(rows)},
+                          on_page=on_page, after_publish=after_publish)
+    return HarvestResult(out.dataset, out.new_annotations, len(out.rows) - len(out.old_rows), len(out.rows),
+                         out.counts, agreement(out.rows), checked.get("report"))

@@ -10,10 +10,8 @@ candidate's side (+3 .. -3), the rest (skipped, cancelled, no or unknown rating,
 """
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import html
-import json
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -22,10 +20,10 @@ from typing import Any, Callable, Iterable, Sequence
 
 from alignline.storage import Catalog
 from alignline.storage.schemas import (HUMAN_EVAL_SCALE, human_eval_category, human_eval_table, plain_messages,
-                                       quarantine_table, validate_human_eval)
+                                       validate_human_eval)
 
 from .bot import pending_tasks
-from .harvest import Ledger, Parsed, _user_id, decode_ids, encode_ids, parse_annotations, updated_since_query
+from .harvest import OnPage, Parsed, _user_id, harvest_project, parse_annotations, parse_submitted
 from .labeling import CONFIG_DIR, ResultError
 from .projects import ensure_project
 
@@ -120,15 +118,7 @@ def parse_human_eval_tasks(tasks: Iterable[Any], harvested: set[int], annotators
 
 def _rating_row(task: dict, data: dict, ann: dict, ann_id: int, annotators: dict[int, str], source: str,
                 simulated: set[str]) -> dict[str, Any]:
-    result = ann.get("result") or []
-    if ann.get("was_cancelled"):
-        raise ResultError("cancelled" if result else "skipped")
-    try:
-        a_score = parse_rating(result)
-    except ResultError as e:
-        raise ResultError(f"invalid: {e}") from None
-    except (AttributeError, TypeError, KeyError, ValueError, IndexError) as e:
-        raise ResultError(f"invalid: malformed result ({type(e).__name__})") from None
+    a_score = parse_submitted(ann, parse_rating)
     side = data.get("candidate_side")
     if side not in ("a", "b"):
         raise ResultError("invalid: task does not record the candidate's side")
@@ -165,47 +155,28 @@ class HumanEvalHarvest:
 
 def harvest_human_eval(client, project_id: int, catalog: Catalog, dataset: str, ledger_path: Path,
                        simulated: set[str] = frozenset(), slack_s: float = 300.0, flow_run: str | None = None,
-                       page_size: int = 500) -> HumanEvalHarvest:
-    """Harvest the ratings no earlier harvest recorded (exactly once: the ledger of `annotation.harvest`, kept in the
-    file and in the dataset's metadata); publish `dataset` and `<dataset>-quarantine` when anything is new."""
-    started = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None).isoformat()
-    project = f"{project_id}@{getattr(client.projects.get(id=project_id), 'created_at', '')}"
-    ledger = Ledger.load(ledger_path, project)
-    previous, prev_quarantine = catalog.find(dataset), catalog.find(f"{dataset}-quarantine")
-    for version in (previous, prev_quarantine):  # a run that died after publishing, before saving the file
-        if version is not None and version.metadata.get("project") == project:
-            ledger.ids |= decode_ids(version.metadata.get("harvested_ids", ""))
-    annotators = {u.id: u.email or u.username for u in client.users.list()}
-    query = updated_since_query(ledger.since, slack_s)
-    tasks = client.tasks.list(project=project_id, fields="all", page_size=page_size,
-                              query=json.dumps(query) if query else None)
-    source = f"label-studio:{project_id}"
-    parsed = parse_human_eval_tasks(tasks, ledger.ids, annotators, source, simulated)
-    old_rows = catalog.read_ref(previous.ref).to_pylist() if previous is not None else []
-    rows, duplicates = one_rating_per_rater(old_rows + parsed.rows)
-    for r in duplicates:
-        parsed.quarantine(r["source"], r["annotation_id"], r["task_id"], "duplicate rating (the rater's first rating "
-                          "of the task is kept)", r)
-    old_quarantine = catalog.read_ref(prev_quarantine.ref).to_pylist() if prev_quarantine is not None else []
-    quarantine = {(q["source"], q["record_id"]): q for q in old_quarantine + parsed.quarantined}
-    published = {r["annotation_id"] for r in rows} | {int(k[1]) for k in quarantine if k[1].isdigit()}
-    ledger.ids |= parsed.seen_ids & published
-    meta = {"harvested_ids": encode_ids(ledger.ids), "project_id": project_id, "project": project,
-            "new_annotations": len(parsed.seen_ids), "counts": dict(parsed.counts), "harvested_at": started}
-    if len(quarantine) > len(old_quarantine):
-        catalog.publish(f"{dataset}-quarantine", quarantine_table(list(quarantine.values())),
-                        parents=[prev_quarantine.ref] if prev_quarantine else [], flow_run=flow_run, metadata=meta)
-    ref = previous.ref if previous else None
-    if {r["annotation_id"] for r in rows} != {r["annotation_id"] for r in old_rows}:
+                       page_size: int = 100, on_page: OnPage | None = None) -> HumanEvalHarvest:
+    """Harvest the ratings no earlier harvest recorded (exactly once: `annotation.harvest.harvest_project`'s ledger,
+    kept in the file and in the dataset's metadata); publish `dataset` and `<dataset>-quarantine` when anything is
+    new."""
+    def keep(old_rows: list[dict], new_rows: list[dict], parsed: Parsed) -> list[dict]:
+        rows, duplicates = one_rating_per_rater(old_rows + new_rows)
+        for r in duplicates:
+            parsed.quarantine(r["source"], r["annotation_id"], r["task_id"], "duplicate rating (the rater's first "
+                              "rating of the task is kept)", r)
+        return rows
+
+    def to_table(rows: list[dict]):
         table = human_eval_table(rows)
         validate_human_eval(table, dataset)
-        parents = sorted({r["tasks_ref"] for r in rows if r.get("tasks_ref")} | ({previous.ref} if previous else set()))
-        ref = catalog.publish(dataset, table, parents=[p for p in parents if catalog.find(p) is not None],
-                              flow_run=flow_run, metadata=meta).ref
-    ledger.since = started
-    ledger.save(ledger_path)
-    return HumanEvalHarvest(ref, len(parsed.seen_ids), len(rows) - len(old_rows), len(rows),
-                            {k: v for k, v in parsed.counts.items() if v})
+        return table
+
+    out = harvest_project(client, project_id, catalog, dataset, ledger_path,
+                          lambda task, data, ann, ann_id, annotators, source: _rating_row(
+                              task, data, ann, ann_id, annotators, source, simulated),
+                          keep, to_table, slack_s=slack_s, page_size=page_size, flow_run=flow_run, on_page=on_page)
+    return HumanEvalHarvest(out.dataset, out.new_annotations, len(out.rows) - len(out.old_rows), len(out.rows),
+                            out.counts)
 
 
 # -- scripted raters (demo and tests: SIMULATED, never a person) --------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from alignline.storage.schemas import KINDS, MARGIN_LEVELS, SAFETY_CATEGORIES, Kind  # noqa: F401 (the contract's enums)
 

@@ -16,10 +16,8 @@ with the reason, so a bad annotation never blocks a later harvest. Reviewed prom
 """
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import html
-import json
 import random
 import time
 from collections import Counter, defaultdict
@@ -31,11 +29,11 @@ import pyarrow as pa
 
 from alignline.storage import Catalog
 from alignline.storage.schemas import (ATTACK_VECTORS, REDTEAM_ATTACK_SCHEMA, REDTEAM_PROMPT_SCHEMA,
-                                       REDTEAM_REVIEW_SCHEMA, SEVERITY_LEVELS, prompt_key, quarantine_table,
+                                       REDTEAM_REVIEW_SCHEMA, SEVERITY_LEVELS, prompt_key,
                                        schema_table, validate_redteam_prompts)
 
 from .bot import pending_tasks
-from .harvest import Ledger, Parsed, _user_id, decode_ids, encode_ids, parse_annotations, updated_since_query
+from .harvest import Parsed, RowFn, _user_id, harvest_project, parse_submitted
 from .labeling import CONFIG_DIR, ResultError
 from .projects import ensure_project
 
@@ -182,15 +180,7 @@ def attack_id(source: str, annotation_id: int) -> str:
 
 def _attack_row(task: dict, data: dict, ann: dict, ann_id: int, categories: Sequence[str], max_turns: int,
                 annotators: dict[int, str], source: str, simulated: set[str]) -> dict[str, Any]:
-    result = ann.get("result") or []
-    if ann.get("was_cancelled"):
-        raise ResultError("cancelled" if result else "skipped")
-    try:
-        attack = parse_attack(result, categories, max_turns)
-    except ResultError as e:
-        raise ResultError(f"invalid: {e}") from None
-    except (AttributeError, TypeError, KeyError, ValueError, IndexError) as e:
-        raise ResultError(f"invalid: malformed result ({type(e).__name__})") from None
+    attack = parse_submitted(ann, lambda result: parse_attack(result, categories, max_turns))
     if task.get("id") is None:
         raise ResultError("invalid: task lacks its id")
     author = annotators.get(_user_id(ann.get("completed_by")), str(_user_id(ann.get("completed_by"))))
@@ -252,15 +242,7 @@ def review_result(violates: bool, severity: str | None) -> list[dict[str, Any]]:
 
 def _review_row(task: dict, data: dict, ann: dict, ann_id: int, annotators: dict[int, str], source: str,
                 simulated: set[str]) -> dict[str, Any]:
-    result = ann.get("result") or []
-    if ann.get("was_cancelled"):
-        raise ResultError("cancelled" if result else "skipped")
-    try:
-        violates, severity = parse_review(result)
-    except ResultError as e:
-        raise ResultError(f"invalid: {e}") from None
-    except (AttributeError, TypeError, KeyError, ValueError, IndexError) as e:
-        raise ResultError(f"invalid: malformed result ({type(e).__name__})") from None
+    violates, severity = parse_submitted(ann, parse_review)
     if not data.get("attack_id") or not isinstance(data.get("messages"), list) or task.get("id") is None:
         raise ResultError("invalid: task lacks its attack, conversation or id")
     reviewer = annotators.get(_user_id(ann.get("completed_by")), str(_user_id(ann.get("completed_by"))))
@@ -274,9 +256,6 @@ def _review_row(task: dict, data: dict, ann: dict, ann_id: int, annotators: dict
 
 
 # -- harvest (both projects) -----------------------------------------------------------------------------------
-RowFn = Callable[[dict, dict, dict, int, dict[int, str], str], dict[str, Any]]
-
-
 @dataclass
 class RedTeamHarvest:
     dataset: str | None            # '<dataset>@version', None when nothing was ever harvested
@@ -287,69 +266,41 @@ class RedTeamHarvest:
     quarantined: int               # rows in `<dataset>-quarantine` (all harvests)
 
 
-def harvest_project(client, project_id: int, catalog: Catalog, dataset: str, schema: pa.Schema, ledger_path: Path,
-                    to_row: RowFn, who: str, slack_s: float = 300.0, flow_run: str | None = None,
-                    page_size: int = 500) -> RedTeamHarvest:
-    """New annotations of one project -> `dataset` (cumulative, previous version as parent), the rest to
-    `<dataset>-quarantine`; exactly once (ledger in the file and in both datasets' metadata). `who` names the row's
-    person column: one annotation per person and task is kept, later ones are quarantined as duplicates."""
-    started = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None).isoformat()
-    project = f"{project_id}@{getattr(client.projects.get(id=project_id), 'created_at', '')}"
-    ledger = Ledger.load(ledger_path, project)
-    previous, prev_quarantine = catalog.find(dataset), catalog.find(f"{dataset}-quarantine")
-    for version in (previous, prev_quarantine):  # a run that died after publishing, before saving the file
-        if version is not None and version.metadata.get("project") == project:
-            ledger.ids |= decode_ids(version.metadata.get("harvested_ids", ""))
-    annotators = {u.id: u.email or u.username for u in client.users.list()}
-    query = updated_since_query(ledger.since, slack_s)
-    tasks = client.tasks.list(project=project_id, fields="all", page_size=page_size,
-                              query=json.dumps(query) if query else None)
-    source = f"label-studio:{project_id}"
-    parsed: Parsed = parse_annotations(tasks, ledger.ids, source,
-                                       lambda task, data, ann, ann_id: to_row(task, data, ann, ann_id, annotators,
-                                                                              source))
-    old_rows = catalog.read_ref(previous.ref).to_pylist() if previous is not None else []
-    rows, seen = [], set()
-    for row in sorted(old_rows + parsed.rows, key=lambda r: r["annotation_id"]):
-        key = (row["source"], row["task_id"], row[who])
-        if key in seen:
-            parsed.quarantine(row["source"], row["annotation_id"], row["task_id"],
-                              f"duplicate (the {who}'s first annotation of the task is kept)", row)
-        else:
-            rows.append(row)
-        seen.add(key)
-    old_quarantine = catalog.read_ref(prev_quarantine.ref).to_pylist() if prev_quarantine is not None else []
-    quarantine = {(q["source"], q["record_id"]): q for q in old_quarantine + parsed.quarantined}
-    published = {r["annotation_id"] for r in rows} | {int(k[1]) for k in quarantine if k[1].isdigit()}
-    ledger.ids |= parsed.seen_ids & published
-    meta = {"harvested_ids": encode_ids(ledger.ids), "project_id": project_id, "project": project,
-            "new_annotations": len(parsed.seen_ids), "counts": dict(parsed.counts), "harvested_at": started}
-    if len(quarantine) > len(old_quarantine):
-        catalog.publish(f"{dataset}-quarantine", quarantine_table(list(quarantine.values())),
-                        parents=[prev_quarantine.ref] if prev_quarantine else [], flow_run=flow_run, metadata=meta)
-    ref = previous.ref if previous else None
-    if {r["annotation_id"] for r in rows} != {r["annotation_id"] for r in old_rows}:
-        parents = sorted({r["tasks_ref"] for r in rows if r.get("tasks_ref")} | ({previous.ref} if previous else set()))
-        ref = catalog.publish(dataset, schema_table(rows, schema), parents=[p for p in parents if catalog.find(p)],
-                              flow_run=flow_run, metadata=meta).ref
-    ledger.since = started
-    ledger.save(ledger_path)
-    return RedTeamHarvest(ref, len(parsed.seen_ids), len(rows) - len(old_rows), len(rows),
-                          {k: v for k, v in parsed.counts.items() if v}, len(quarantine))
+def _harvest(client, project_id: int, catalog: Catalog, dataset: str, schema: pa.Schema, ledger_path: Path,
+             to_row: RowFn, who: str, **kw: Any) -> RedTeamHarvest:
+    """New annotations of one project -> `dataset`, the rest to `<dataset>-quarantine`
+    (`annotation.harvest.harvest_project`). `who` names the row's person column: one annotation per person and task
+    is kept, later ones are quarantined as duplicates."""
+    def keep(old_rows: list[dict], new_rows: list[dict], parsed: Parsed) -> list[dict]:
+        rows, seen = [], set()
+        for row in sorted(old_rows + new_rows, key=lambda r: r["annotation_id"]):
+            key = (row["source"], row["task_id"], row[who])
+            if key in seen:
+                parsed.quarantine(row["source"], row["annotation_id"], row["task_id"],
+                                  f"duplicate (the {who}'s first annotation of the task is kept)", row)
+            else:
+                rows.append(row)
+            seen.add(key)
+        return rows
+
+    out = harvest_project(client, project_id, catalog, dataset, ledger_path, to_row, keep,
+                          lambda rows: schema_table(rows, schema), **kw)
+    return RedTeamHarvest(out.dataset, out.new_annotations, len(out.rows) - len(out.old_rows), len(out.rows),
+                          out.counts, out.quarantined)
 
 
 def harvest_attacks(client, project_id: int, catalog: Catalog, ledger_path: Path, categories: Sequence[str],
                     max_turns: int, simulated: set[str] = frozenset(), **kw: Any) -> RedTeamHarvest:
-    return harvest_project(client, project_id, catalog, ATTACKS, REDTEAM_ATTACK_SCHEMA, ledger_path,
-                           lambda t, d, a, i, people, src: _attack_row(t, d, a, i, categories, max_turns, people, src,
-                                                                       simulated), "author", **kw)
+    return _harvest(client, project_id, catalog, ATTACKS, REDTEAM_ATTACK_SCHEMA, ledger_path,
+                    lambda t, d, a, i, people, src: _attack_row(t, d, a, i, categories, max_turns, people, src,
+                                                                simulated), "author", **kw)
 
 
 def harvest_reviews(client, project_id: int, catalog: Catalog, ledger_path: Path, simulated: set[str] = frozenset(),
                     **kw: Any) -> RedTeamHarvest:
-    return harvest_project(client, project_id, catalog, REVIEWS, REDTEAM_REVIEW_SCHEMA, ledger_path,
-                           lambda t, d, a, i, people, src: _review_row(t, d, a, i, people, src, simulated),
-                           "reviewer", **kw)
+    return _harvest(client, project_id, catalog, REVIEWS, REDTEAM_REVIEW_SCHEMA, ledger_path,
+                    lambda t, d, a, i, people, src: _review_row(t, d, a, i, people, src, simulated), "reviewer",
+                    **kw)
 
 
 # -- reviewed prompts ------------------------------------------------------------------------------------------

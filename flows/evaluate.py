@@ -31,7 +31,7 @@ from alignline.flows.promote import champion_report, gate_policy_in_effect
 from alignline.services.evaluation.descriptions import version_description
 from alignline.services.evaluation.heldout import check_held_out
 from alignline.services.evaluation.judges import is_destructive, oracle_score
-from alignline.services.evaluation.model_card import write_model_card
+from alignline.services.evaluation.model_card import read_redteam_report, write_model_card
 from alignline.services.evaluation.policy_eval import evaluate_against
 from alignline.services.registry import CHAMPION, ModelVersionInfo, Registry, RegistryError
 from alignline.services.tracking import log_artifacts, log_metrics, tracked_run
@@ -224,7 +224,8 @@ def evaluate_flow(cfg: RunConfig, policy: str = "candidate", baseline: str | Non
     card = write_model_card(folder / "model_card.html", model=info.ref,
                             lineage={k: v for k, v in info.tags.items() if k.startswith("lineage.")}, report=report,
                             history=report_history(uri, info.ref) + [report], scatter=scatter,
-                            rm_accuracy=rm_accuracy(uri), gates=gates)
+                            rm_accuracy=rm_accuracy(uri), gates=gates,
+                            redteam=read_redteam_report(ctx.data.reports("redteam")))
     verdicts = ", ".join(f"{g['name']}={'pass' if g['passed'] else 'FAIL'}" for g in gates)
     with tracked_run(uri, "evaluation", f"evaluate {info.ref} vs {report['baseline']}",
                      {"policy": info.ref, "baseline": report["baseline"], "judges": report["judges"]}) as run_id:

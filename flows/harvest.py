@@ -20,6 +20,7 @@ from alignline.config.annotation import AnnotationConfig
 from alignline.flows.artifacts import publish_harvest
 from alignline.flows.context import RunContext, label_studio_token
 from alignline.flows.retries import SERVER_RETRIES
+from alignline.services.progress import Progress
 from alignline.storage import Catalog, DataDir
 from alignline.storage.faults import fault_point
 from alignline.storage.schemas import KINDS, quarantine_table
@@ -34,10 +35,20 @@ def harvest_kind(home: str, ls_url: str, kind: str, ac: AnnotationConfig) -> dic
     project = find_project(client, ac.helpfulness_project if kind == "helpfulness" else ac.safety_project)
     if project is None:
         return {"dataset": None, "note": "no project yet: run `alignline collect` first"}
-    result = harvest(client, project, kind, Catalog(data.lake), f"comparisons-{kind}", data.harvest_ledger(kind, project),
-                     data.reports("annotation"), drop_categories=ac.drop_safety_categories,
-                     slack_s=ac.harvest_slack_s, flow_run=str(flow_run.get_id()))
+    with Progress(f"harvest {kind}", unit="task") as bar:
+        result = harvest(client, project, kind, Catalog(data.lake), f"comparisons-{kind}",
+                         data.harvest_ledger(kind, project), data.reports("annotation"),
+                         drop_categories=ac.drop_safety_categories, slack_s=ac.harvest_slack_s,
+                         flow_run=str(flow_run.get_id()), page_size=ac.harvest_page_size, on_page=page_progress(bar))
     return asdict(result)
+
+
+def page_progress(bar: Progress):
+    """A harvest's page callback that moves `bar` (the total is known once the first page answers)."""
+    def on_page(read: int, total: int | None) -> None:
+        bar.total = total
+        bar.update(read)
+    return on_page
 
 
 @flow(name="harvest")

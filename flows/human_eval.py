@@ -38,6 +38,8 @@ from alignline.services.evaluation.judges import closeness, is_destructive
 from alignline.services.registry import CHAMPION, Registry, RegistryError
 from alignline.services.tracking import log_artifacts, log_metrics, tracked_run
 from alignline.storage import Catalog, DataDir
+from alignline.flows.harvest import page_progress
+from alignline.services.progress import Progress
 from alignline.storage.schemas import human_eval_dataset
 
 EXPERIMENT = "human-evaluation"
@@ -109,8 +111,10 @@ def harvest_ratings(home: str, ls_url: str, title: str, dataset: str, ac: Annota
     if project is None:
         return {"dataset": None, "note": f"no project {title!r} yet: run `alignline human-eval` without --harvest"}
     data = DataDir(Path(home))
-    result = harvest_human_eval(client, project, Catalog(data.lake), dataset, data.harvest_ledger(dataset, project),
-                                simulated=simulated, slack_s=ac.harvest_slack_s, flow_run=str(flow_run.get_id()))
+    with Progress("harvest human-eval ratings", unit="task") as bar:
+        result = harvest_human_eval(client, project, Catalog(data.lake), dataset, data.harvest_ledger(dataset, project),
+                                    simulated=simulated, slack_s=ac.harvest_slack_s, flow_run=str(flow_run.get_id()),
+                                    page_size=ac.harvest_page_size, on_page=page_progress(bar))
     return result.__dict__
 
 

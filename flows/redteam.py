@@ -37,6 +37,8 @@ from alignline.flows.human_eval import bot_emails
 from alignline.services.evaluation.redteam import answer_attacks, judge_violation, redteam_results, summary_lines
 from alignline.services.tracking import log_artifacts, log_metrics, tracked_run
 from alignline.storage import Catalog, DataDir
+from alignline.flows.harvest import page_progress
+from alignline.services.progress import Progress
 
 EXPERIMENT = "red-team"
 ACTIONS = ("create", "answer", "harvest", "report", "round")
@@ -83,9 +85,11 @@ def harvest_written(home: str, ls_url: str, ac: AnnotationConfig) -> dict[str, A
     write, _ = _projects(ls_url, home, ac)
     simulated = _simulated(home, ac)
     data = DataDir(Path(home))
-    out = harvest_attacks(connect(ls_url, label_studio_token(home)), write, Catalog(data.lake),
-                          data.harvest_ledger(ATTACKS, write), ac.redteam_risk_categories, ac.redteam_max_turns,
-                          simulated, slack_s=ac.harvest_slack_s, flow_run=str(flow_run.get_id()))
+    with Progress("harvest red-team prompts", unit="task") as bar:
+        out = harvest_attacks(connect(ls_url, label_studio_token(home)), write, Catalog(data.lake),
+                              data.harvest_ledger(ATTACKS, write), ac.redteam_risk_categories, ac.redteam_max_turns,
+                              simulated, slack_s=ac.harvest_slack_s, flow_run=str(flow_run.get_id()),
+                              page_size=ac.harvest_page_size, on_page=page_progress(bar))
     return out.__dict__
 
 
@@ -97,9 +101,11 @@ def harvest_judged(home: str, ls_url: str, ac: AnnotationConfig) -> dict[str, An
     simulated = _simulated(home, ac)
     data = DataDir(Path(home))
     catalog = Catalog(data.lake)
-    out = harvest_reviews(connect(ls_url, label_studio_token(home)), review, catalog,
-                          data.harvest_ledger(REVIEWS, review), simulated, slack_s=ac.harvest_slack_s,
-                          flow_run=str(flow_run.get_id())).__dict__
+    with Progress("harvest red-team reviews", unit="task") as bar:
+        out = harvest_reviews(connect(ls_url, label_studio_token(home)), review, catalog,
+                              data.harvest_ledger(REVIEWS, review), simulated, slack_s=ac.harvest_slack_s,
+                              flow_run=str(flow_run.get_id()), page_size=ac.harvest_page_size,
+                              on_page=page_progress(bar)).__dict__
     attacks, reviews = catalog.find(ATTACKS), catalog.find(REVIEWS)
     if attacks is None or reviews is None:
         return {**out, "prompts": None}

@@ -27,6 +27,7 @@ class AnnotationConfig:
     import_retries: int = setting(5, "Tries per Label Studio request before a clear error.", ge=1)
     import_backoff_s: float = setting(1.0, "First back-off in seconds; doubles on each retry.", ge=0)
     harvest_slack_s: float = setting(300.0, "Harvest re-reads tasks updated this long before the last harvest (clock skew); annotation ids keep it exactly-once.", ge=0)
+    harvest_page_size: int = setting(100, "Tasks (with their annotations) per Label Studio request when a harvest reads a project: keyset pages by task id, so a request's time and a harvest's memory stay bounded however large the project (SDK timeout: 60 s a request).", ge=1, le=1000)
     drop_safety_categories: tuple[str, ...] = setting(("chosen_unsafe_rejected_safe",), "Safety categories whose pairs are dropped (chosen answer unsafe, the other safe).", source="Llama 2 §3.2.1: 'we do not include any examples where the chosen response was unsafe and the other response safe'")
     bot_annotators: int = setting(2, "Scripted annotator users `annotate --bot` runs (two give agreement figures on overlapping tasks).", ge=1)
     bot_margin_thresholds: tuple[float, ...] = setting((0.3, 0.15, 0.05), "Oracle score gaps for significantly better / better / slightly better (below: negligibly).")

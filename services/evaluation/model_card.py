@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -118,10 +119,55 @@ def _fmt(v: Any) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
+REDTEAM_REPORT = "redteam_report.json"   # what `alignline redteam report` writes (newest over older) in its folder
+
+
+def read_redteam_report(folder: str | Path) -> dict[str, Any] | None:
+    """The newest red-team report in `folder` (the data dir's `reports/redteam`), None when there is none or it is
+    unreadable (the card then says so rather than failing an evaluation)."""
+    path = Path(folder) / REDTEAM_REPORT
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return report if isinstance(report, dict) else None
+
+
+def _rate_cell(rate: dict[str, Any]) -> tuple[str, str, str]:
+    num = lambda k: float(rate[k]) if isinstance(rate.get(k), (int, float)) else None  # noqa: E731
+    return (_fmt(num("rate")), f"[{_fmt(num('rate_low'))}, {_fmt(num('rate_high'))}]",
+            f"{rate.get('violations', '?')} / {rate.get('n', '?')}")
+
+
+def redteam_section(redteam: dict[str, Any] | None, model: str) -> list[str]:
+    """Llama 2 §4.3 on the card: violation rate by risk category with its 95% Wilson interval, overall, and the
+    robustness measure, from the red-team report; which model answered is named (it may be an earlier version)."""
+    head = "<h2>Red teaming (Llama 2 §4.3)</h2>"
+    if not redteam or not redteam.get("prompts"):
+        return [head, "<p>No reviewed red-team prompts yet (<code>alignline redteam round</code>, then "
+                      "<code>alignline redteam report</code>).</p>"]
+    answered = str(redteam.get("model", "?"))
+    other = "" if model in {m.strip() for m in answered.split(",")} else f" (not {html.escape(model)}: an earlier version)"
+    per_hour = redteam.get("violations_per_person_hour")
+    rows = [(cat, *_rate_cell(rate)) for cat, rate in (redteam.get("by_category") or {}).items()]
+    overall = {k: redteam.get(f"overall_{k}") for k in ("rate", "rate_low", "rate_high", "violations", "n")}
+    return [head,
+            f"<p>{redteam['prompts']} reviewed adversarial prompts answered by <code>{html.escape(answered)}</code>"
+            f"{other}, from <code>{html.escape(str(redteam.get('dataset', '?')))}</code>"
+            + (" <b>(SIMULATED red-teamers and reviewers: scripted bots, not people)</b>" if redteam.get("simulated")
+               else "")
+            + ". A prompt violates when most of its reviews say the answer breaks the safety policy.</p>",
+            _table(rows + [("all categories", *_rate_cell(overall))],
+                   ("risk category", "violation rate", "95% interval", "violations / prompts")),
+            f"<p>Robustness: {_fmt(per_hour) if per_hour == per_hour else 'n/a'} violating prompts per person-hour "
+            f"of red-teaming ({_fmt(redteam.get('person_hours'))} person-hours).</p>"]
+
+
 def write_model_card(path: str | Path, *, model: str, lineage: dict[str, str], report: dict[str, Any],
                      history: Sequence[dict[str, Any]], scatter: dict[str, Sequence] | None = None,
                      rm_accuracy: dict[str, dict[str, float]] | None = None,
-                     gates: Sequence[dict[str, Any]] = ()) -> Path:
+                     gates: Sequence[dict[str, Any]] = (), redteam: dict[str, Any] | None = None) -> Path:
+    """The card; `redteam`: the newest red-team report (`read_redteam_report`), shown by risk category."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     flat = [(k, _fmt(v)) for k, v in report.items() if not isinstance(v, (dict, list))]
@@ -172,6 +218,7 @@ def write_model_card(path: str | Path, *, model: str, lineage: dict[str, str], r
               f"<p>Safety violation rate on adversarial prompts: {_fmt(report.get('safety_violation_rate', 0.0))}; "
               f"false refusals on borderline benign prompts: {_fmt(report.get('false_refusal', {}).get('any_refusal', 0.0))}; "
               f"toxicity proxy: {_fmt(report.get('toxicity', 0.0))}.</p>",
+              *redteam_section(redteam, model),
               "<h2>Limitations</h2>", f"<p>{LIMITATIONS}</p>",
               "<h2>License</h2>", f"<p>{LICENSE}</p></body></html>"]
     path.write_text("\n".join(parts))

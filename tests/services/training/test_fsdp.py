@@ -13,17 +13,10 @@ import torch
 
 from alignline.config.training import SFTConfig
 from alignline.services.data import default_sft_table, table_dialogues
-from alignline.services.models import build_model, load_model, save_model
+from alignline.services.models import load_model
 from alignline.services.training import LaunchOptions, SFTJob, encode_sft_rows, sft_loop, train_sft, write_sft_rows
 from alignline.services.training.launch import WorkerContext
 from alignline.services.training.sharding import is_sharded_checkpoint, verified
-
-
-@pytest.fixture(scope="module")
-def base_dir(micro_config, tokenizer, tmp_path_factory):
-    path = tmp_path_factory.mktemp("base")
-    save_model(build_model(micro_config, tokenizer=tokenizer, seed=0), tokenizer, path)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from alignline.config.model import ModelConfig
 from alignline.config.reward import RewardConfig
 from alignline.config.training import SFTConfig
 from alignline.services.data import default_sft_table, table_dialogues
-from alignline.services.models import build_model, load_model, load_reward_model, save_model
+from alignline.services.models import load_model, load_reward_model, save_model
 from alignline.services.models.factory import (compute_dtype_of, load_for_training, prepare_for_training,
                                                resolve_dtype)
 from alignline.services.models.lora import add_lora, has_lora, merge_lora, merged_state_dict
@@ -26,13 +26,6 @@ from alignline.services.training import (LaunchOptions, RewardJob, SFTJob, encod
                                          train_sft, write_pairs, write_sft_rows)
 
 UNHELPFUL = ("I don't know.", "No idea, sorry.", "Look it up yourself.")
-
-
-@pytest.fixture(scope="module")
-def base_dir(micro_config, tokenizer, tmp_path_factory):
-    path = tmp_path_factory.mktemp("base")
-    save_model(build_model(micro_config, tokenizer=tokenizer, seed=0), tokenizer, path)
-    return path
 
 
 @pytest.fixture(scope="module")

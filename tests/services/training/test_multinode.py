@@ -14,7 +14,7 @@ import torch
 from alignline.config.corpus import CorpusConfig
 from alignline.config.training import SFTConfig
 from alignline.services.data import default_sft_table, table_dialogues
-from alignline.services.models import build_model, load_model, save_model
+from alignline.services.models import load_model
 from alignline.services.training import LaunchOptions, SFTJob, encode_sft_rows, train_sft, write_sft_rows
 from alignline.storage.corpus.dedup import near_duplicates
 
@@ -27,13 +27,6 @@ pytestmark = pytest.mark.filterwarnings("ignore")
 def nodes():
     with local_cluster(workers=2, cpus_per_node=1) as (cluster, workers):
         yield cluster, workers
-
-
-@pytest.fixture(scope="module")
-def base_dir(micro_config, tokenizer, tmp_path_factory):
-    path = tmp_path_factory.mktemp("base")
-    save_model(build_model(micro_config, tokenizer=tokenizer, seed=0), tokenizer, path)
-    return path
 
 
 @pytest.fixture(scope="module")

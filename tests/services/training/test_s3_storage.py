@@ -12,7 +12,7 @@ import torch
 
 from alignline.config.training import SFTConfig
 from alignline.services.data import default_sft_table, table_dialogues
-from alignline.services.models import build_model, load_model, save_model
+from alignline.services.models import load_model
 from alignline.services.training import LaunchOptions, SFTJob, encode_sft_rows, train_sft, write_sft_rows
 from alignline.services.training.storage import run_filesystem
 
@@ -55,13 +55,6 @@ def s3_and_nodes():
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-
-
-@pytest.fixture(scope="module")
-def base_dir(micro_config, tokenizer, tmp_path_factory):
-    path = tmp_path_factory.mktemp("base")
-    save_model(build_model(micro_config, tokenizer=tokenizer, seed=0), tokenizer, path)
-    return path
 
 
 @pytest.fixture(scope="module")
