@@ -7,7 +7,10 @@
 - Best of K (Fig. 7): the mean over prompts of the expected maximum and median reward of k of the K rejection
   sampling answers, k = 1..K, per iteration (exact order statistics of each round's samples).
 - Context distillation by risk category (Fig. 16 style): safety RM score before / after, prompts and kept.
-- Safety data scaling (Figs. 15, 33): the newest `alignline sweep` report: RM means and false-refusal rates per share.
+- Safety data scaling (Figs. 15, 33): the newest `alignline sweep` report: RM means and false-refusal rates per share,
+  each with its n.
+
+`--plot DIR` writes best-of-k.png and safety-sweep.png (redrawn from the stored points).
 
 The iteration figures come from the iteration ledgers (`<home>/iterations/iteration-N.json`, step `rlhf`); the
 sweep from `<home>/work/sweep/*/report/safety-sweep.json`.
@@ -84,17 +87,29 @@ def newest_sweep(home: Path) -> dict[str, Any] | None:
     return json.loads(found[-1].read_text()) if found else None
 
 
+def sweep_points(sweep: dict[str, Any]) -> list:
+    from alignline.services.evaluation.safety_sweep import SweepPoint
+
+    return [SweepPoint.from_dict(p) for p in sweep["points"]]
+
+
 def sweep_table(sweep: dict[str, Any] | None) -> list[str]:
+    """The sweep's table as its report wrote it: every mean with its n (an older report without n shows 0)."""
+    from alignline.services.evaluation.safety_sweep import SWEEP_HEADER, sweep_rows
+
     if not sweep:
         return []
-    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
     lines = [f"safety data scaling from {sweep['base']} (judges {', '.join(sweep['judges'])}; Llama 2 Figs. 15, 33)",
-             "| safety share | safety rows | helpfulness RM mean | safety RM mean | false refusals (helpful) | "
-             "false refusals (borderline) | safety RM accuracy |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {100 * p['share']:.0f}% | {p['safety_rows']} | {fmt(p['mean_helpfulness'])} | {fmt(p['mean_safety'])} "
-              f"| {p['false_refusal_helpful']:.3f} | {p['false_refusal_borderline']:.3f} | {fmt(p['safety_rm_accuracy'])} |"
-              for p in sweep["points"]]
+             "| " + " | ".join(SWEEP_HEADER) + " |", "|" + "---|" * len(SWEEP_HEADER)]
+    lines += ["| " + " | ".join(row) + " |" for row in sweep_rows(sweep_points(sweep))]
     return lines + [""]
+
+
+def plot_sweep_figure(sweep: dict[str, Any] | None, folder: Path) -> Path | None:
+    """Figs. 15 and 33 redrawn from the stored points (the same drawing as the sweep's own report)."""
+    from alignline.services.evaluation.safety_sweep import plot_sweep
+
+    return plot_sweep(sweep_points(sweep), folder / "safety-sweep.png") if sweep else None
 
 
 def plot_best_of_k(results: dict[int, dict[str, Any]], folder: Path) -> Path | None:
@@ -126,18 +141,20 @@ def plot_best_of_k(results: dict[int, dict[str, Any]], folder: Path) -> Path | N
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--home", default=".alignline", help="data dir (default .alignline)")
-    parser.add_argument("--plot", metavar="DIR", help="also write best-of-k.png here")
+    parser.add_argument("--plot", metavar="DIR", help="also write best-of-k.png and safety-sweep.png here")
     args = parser.parse_args(argv)
     home = Path(args.home)
-    results = iteration_results(home)
-    lines = gatt_table(results) + best_of_k_table(results) + distillation_table(results) + sweep_table(newest_sweep(home))
+    results, sweep = iteration_results(home), newest_sweep(home)
+    lines = gatt_table(results) + best_of_k_table(results) + distillation_table(results) + sweep_table(sweep)
     if not lines:
         print(f"no RLHF iteration or sweep results under {home} (run `alignline iterate` / `alignline sweep`)",
               file=sys.stderr)
         return 1
     print("\n".join(lines))
-    if args.plot and (path := plot_best_of_k(results, Path(args.plot))):
-        print(f"plot: {path}")
+    if args.plot:
+        for path in (plot_best_of_k(results, Path(args.plot)), plot_sweep_figure(sweep, Path(args.plot))):
+            if path is not None:
+                print(f"plot: {path}")
     return 0
 
 

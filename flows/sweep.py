@@ -23,8 +23,7 @@ from alignline.flows.context import RunContext
 from alignline.flows.evaluate import eval_prompts, eval_set, rm_scores
 from alignline.flows.reward import SAFETY_DATASET, read_comparisons
 from alignline.flows.sft import encode_rows, sft_dataset, start_model, train_policy
-from alignline.services.evaluation.safety_sweep import (SweepPoint, mean_or_none, plot_sweep, sweep_markdown,
-                                                        with_safety_share)
+from alignline.services.evaluation.safety_sweep import SweepPoint, sweep_point, with_safety_share, write_sweep_report
 from alignline.services.tracking import log_artifacts, log_metrics, tracked_run
 from alignline.services.training import RewardJob, SFTJob, encode_pairs, mix_safety, train_reward, write_pairs
 from alignline.storage import Catalog, DatasetRef
@@ -74,14 +73,15 @@ def _pair_key(row: dict) -> str:
 
 @task
 def safety_rm_on_share(lake: str, comparisons: list[str], share: float, policy_dir: str, rc: RewardConfig,
-                       work: str) -> tuple[float | None, int]:
-    """(held-out safety accuracy, training pairs) of a safety RM trained on `share` of the safety comparisons."""
+                       work: str) -> tuple[float | None, int, int]:
+    """(held-out safety accuracy, training pairs, held-out pairs) of a safety RM trained on `share` of the safety
+    comparisons."""
     from alignline.services.evaluation import evaluate_reward_models
     from alignline.services.rewards import RewardScorer
     from alignline.services.training import LaunchOptions
 
     if not comparisons or share == 0:
-        return None, 0
+        return None, 0, 0
     train, heldout, _ = read_comparisons.fn(lake, comparisons, rc.heldout_share, rc.seed, rc.public_sources)
     safety = sorted((i for i, r in enumerate(train) if r["is_safety"]), key=lambda i: _pair_key(train[i]))
     keep = set(safety[:round(share * len(safety))])  # nested subsets in a stable order, like the demonstrations
@@ -89,7 +89,7 @@ def safety_rm_on_share(lake: str, comparisons: list[str], share: float, policy_d
                               rc.safety_helpful_share, rc.seed, rc.public_sources)
     held = [r for r in heldout if r["is_safety"]]
     if not rows or not held:
-        return None, counts.get("safety", 0)
+        return None, counts.get("safety", 0), len(held)
     from alignline.services.models import load_tokenizer
 
     pairs = write_pairs(encode_pairs(load_tokenizer(policy_dir), rows, rc.margin, rc.max_length), Path(work) / "pairs.npz")
@@ -99,7 +99,7 @@ def safety_rm_on_share(lake: str, comparisons: list[str], share: float, policy_d
     ev = evaluate_reward_models({"rm-safety": scorer}, held, rc.safety_threshold, public_sources=rc.public_sources)
     metrics = ev.metrics()  # accuracy on the safety pairs (all rating levels), else over every held-out pair
     accuracy = metrics.get("rm-safety.safety.accuracy.avg", metrics.get("rm-safety.accuracy"))
-    return accuracy, counts.get("safety", 0)
+    return accuracy, counts.get("safety", 0), len(held)
 
 
 @flow(name="sweep", log_prints=True)
@@ -119,8 +119,6 @@ def sweep_flow(cfg: RunConfig, shares: tuple[float, ...] | None = None, data: st
     chosen = eval_prompts(lake, eval_set(lake, cfg.evaluation.eval_dataset), sw.eval_prompts or 10**9)
     prompts = PromptSet([str(p["prompt_id"]) for p in chosen], [list(p["messages"]) for p in chosen],
                         [bool(p["is_safety"]) for p in chosen])
-    helpful = [i for i, s in enumerate(prompts.is_safety) if not s]
-    safety = [i for i, s in enumerate(prompts.is_safety) if s]
     borderline = [[{"role": "user", "content": p}] for p in BORDERLINE_PROMPTS]
     comparisons = safety_rm_data(uri, lake, cfg.reward)
     key = "-".join([DatasetRef.parse(sft_ref).version[:8], parent.replace("/", "-").replace(":", "-")[-24:]])
@@ -143,30 +141,19 @@ def sweep_flow(cfg: RunConfig, shares: tuple[float, ...] | None = None, data: st
             own, border = answers[:len(prompts)], answers[len(prompts):]
             scores = rm_scores(uri, models, prompts.dialogues, own, prompts.is_safety, cfg.reward.safety_threshold)
             judges = (scores or {}).get("judges", judges)
-            refusals = [v != "compliance" for v in classify_refusals(own)]  # full or partial: the paper's rate
-            accuracy, pairs = safety_rm_on_share(lake, comparisons, share, base_dir, cfg.reward, str(variant))
-            point = SweepPoint(
-                share=share, safety_rows=kept, helpful_rows=helpful_rows,
-                mean_helpfulness=mean_or_none([scores["helpful"][i] for i in helpful]) if scores else None,
-                mean_safety=mean_or_none([scores["safety"][i] for i in safety]) if scores else None,
-                false_refusal_helpful=mean_or_none([float(refusals[i]) for i in helpful]) or 0.0,
-                false_refusal_borderline=mean_or_none([float(v != "compliance") for v in classify_refusals(border)]) or 0.0,
-                safety_rm_accuracy=accuracy, safety_rm_pairs=pairs, model_dir=folder)
+            accuracy, pairs, held = safety_rm_on_share(lake, comparisons, share, base_dir, cfg.reward, str(variant))
+            point = sweep_point(share, kept, helpful_rows, prompts.is_safety, scores, classify_refusals(own),
+                                classify_refusals(border), (accuracy, pairs, held), folder)
             points.append(point)
             log_metrics(uri, run_id, {k: v for k, v in {
                 "sweep.helpfulness_rm_mean": point.mean_helpfulness, "sweep.safety_rm_mean": point.mean_safety,
                 "sweep.false_refusal_helpful": point.false_refusal_helpful,
                 "sweep.false_refusal_borderline": point.false_refusal_borderline,
                 "sweep.safety_rm_accuracy": point.safety_rm_accuracy}.items() if v is not None}, step=pct)
-        report = work / "report"
-        report.mkdir(exist_ok=True)
-        plot = plot_sweep(points, report / "safety-sweep.png")
-        (report / "safety-sweep.md").write_text(sweep_markdown(points, judges, parent))
-        (report / "safety-sweep.json").write_text(json.dumps(
-            {"base": parent, "data": sft_ref, "judges": judges, "points": [p.to_dict() for p in points]}, indent=2))
-        log_artifacts(uri, run_id, str(report), artifact_path="sweep")
-    return {"run_id": run_id, "base": parent, "data": sft_ref, "judges": judges, "plot": str(plot),
-            "report": str(report / "safety-sweep.md"), "points": [p.to_dict() for p in points]}
+        report = write_sweep_report(points, judges, parent, sft_ref, work / "report")
+        log_artifacts(uri, run_id, str(work / "report"), artifact_path="sweep")
+    return {"run_id": run_id, "base": parent, "data": sft_ref, "judges": judges, "plot": str(report["plot"]),
+            "report": str(report["markdown"]), "html": str(report["html"]), "points": [p.to_dict() for p in points]}
 
 
 def run_sweep(cfg: RunConfig, shares: tuple[float, ...] | None = None, data: str | None = None) -> dict:
