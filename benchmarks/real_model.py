@@ -4,8 +4,9 @@ One run, one process, the same converted checkpoint, data, batch size, sequence 
 count on both sides; CPU float32 with the same thread count. Rates count the training steps only (model loading and
 dataset preparation excluded on both sides), so a ratio is ours / reference within this one run.
 
-- SFT tokens/s (non-pad input tokens): `train_sft` (full weights; LoRA r=16) vs TRL `SFTTrainer` (packing,
-  completion-only loss; full; LoRA through `peft_config`, same r/alpha/targets).
+- SFT tokens/s (non-pad input tokens): `train_sft` (full weights; LoRA r=16) vs TRL `SFTTrainer` (full; LoRA
+  through `peft_config`, same r/alpha/targets) fed our packed rows pre-tokenized (input_ids + labels) in our batch
+  order, so both train on the same token ids and loss mask (the first losses agree).
 - RM pairs/s: `train_reward` with reward.trainable=all (full), model.lora_rank=16 (LoRA) and trainable=head (frozen
   trunk: one trunk forward per answer, cached, then head epochs; its rate counts the trunk forwards) vs TRL
   `RewardTrainer` full and LoRA on the same pre-tokenized pairs.
@@ -14,8 +15,8 @@ dataset preparation excluded on both sides), so a ratio is ours / reference with
 
     .venv/bin/pip install trl                      # the `bench` extra; not needed by tests or CI
     .venv/bin/python -m alignline.flows.cli checkpoint smollm2-135m --dest /tmp/smollm2-135m
-    .venv/bin/python benchmarks/real_model.py --checkpoint /tmp/smollm2-135m [--steps 4] [--out /tmp/real-bench]
-Appends the figures to benchmarks/RESULTS.md (section "real_model").
+    .venv/bin/python benchmarks/real_model.py --checkpoint /tmp/smollm2-135m [--steps 2] [--out /tmp/real-bench]
+Appends the figures to benchmarks/RESULTS.md (section "real model, <date>").
 """
 from __future__ import annotations
 
@@ -40,7 +41,6 @@ from alignline.config.training import SFTConfig  # noqa: E402
 from alignline.services.data import default_sft_table, table_dialogues  # noqa: E402
 from alignline.services.generation import SamplingParams, generate  # noqa: E402
 from alignline.services.models import encode_prompt, load_model, load_tokenizer, reward_model_from_policy  # noqa: E402
-from alignline.services.models.chat import chat_segments  # noqa: E402
 from alignline.services.training import (LaunchOptions, RewardJob, SFTJob, encode_pairs, encode_sft_rows,  # noqa: E402
                                          read_pairs, train_reward, train_sft, write_pairs, write_sft_rows)
 from alignline.services.training.packing import step_rows  # noqa: E402
@@ -91,23 +91,31 @@ def sft_ours(s: SFTConfig, ckpt: Path, rows: str, out: Path, model: ModelConfig,
             "losses": r["losses"], "tokens": r["train_tokens"]}
 
 
-def sft_trl(s: SFTConfig, ckpt: Path, tokenizer, dialogues, out: Path, steps: int, lora: bool) -> dict:
+def sft_trl(s: SFTConfig, ckpt: Path, tokenizer, rows: str, out: Path, steps: int, lora: bool) -> dict:
     from datasets import Dataset
     from trl import SFTConfig as TRLConfig, SFTTrainer
 
-    # The same chat text on both sides: prompt = the template up to the answer, completion = the answer segment.
-    records = [{"prompt": segs[0][0], "completion": segs[1][0]} for segs in (chat_segments(tokenizer, d) for d in dialogues)]
-    args = TRLConfig(per_device_train_batch_size=s.batch_size, max_length=s.seq_len, packing=True,
-                     completion_only_loss=True, dataset_kwargs={"add_special_tokens": False},
+    # The very rows and batches our recipe reads, in its order: pre-tokenized input_ids + labels (-100 off the
+    # answers), trailing pad dropped (TRL's collator pads each batch to its longest row), so both sides see the same
+    # token ids and loss mask and the first losses match.
+    data = np.load(rows)
+    order = np.concatenate([step_rows(len(data["input_ids"]), s.batch_size, step, s.seed) for step in range(steps)])
+    records = []
+    for i in order:
+        n = int((data["input_ids"][i] != tokenizer.pad_token_id).sum())
+        records.append({"input_ids": data["input_ids"][i, :n].tolist(), "labels": data["labels"][i, :n].tolist()})
+    args = TRLConfig(per_device_train_batch_size=s.batch_size, max_length=s.seq_len, packing=False,
+                     train_sampling_strategy="sequential", dataset_kwargs={"add_special_tokens": False},
                      **trl_common(s, steps, out, "trl-sft-lora" if lora else "trl-sft"))
     clock = StepClock()
     trainer = SFTTrainer(model=load_model(ckpt), args=args, train_dataset=Dataset.from_list(records),
                          processing_class=tokenizer, callbacks=[clock], peft_config=trl_lora() if lora else None)
-    batches = [trainer.train_dataset[i * s.batch_size:(i + 1) * s.batch_size]["input_ids"] for i in range(steps)]
     trainer.train()
-    tokens = sum(len(x) for b in batches for x in b)  # packed rows: every token is real
+    tokens = sum(len(r["input_ids"]) for r in records)  # non-pad tokens, as ours counts them
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    return {"tokens_per_s": tokens / clock.seconds, "seconds": clock.seconds, "losses": losses, "tokens": tokens}
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    return {"tokens_per_s": tokens / clock.seconds, "seconds": clock.seconds, "losses": losses, "tokens": tokens,
+            "trainable": trainable}
 
 
 # -- reward models ---------------------------------------------------------------------------------------------------
@@ -177,21 +185,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, help="converted SmolLM2 folder (`alignline checkpoint smollm2-135m`)")
     parser.add_argument("--out", default="/tmp/alignline-real-bench")
-    parser.add_argument("--steps", type=int, default=4, help="optimizer steps per training run")
+    parser.add_argument("--steps", type=int, default=2, help="optimizer steps per training run (2: ~17 min for all parts at load ~15 on 2 cores)")
     parser.add_argument("--batch", type=int, default=4, help="sequences (SFT) or pairs (RM) per step")
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--prompts", type=int, default=16, help="generation prompts")
-    parser.add_argument("--new-tokens", type=int, default=16)
+    parser.add_argument("--new-tokens", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only", default="sft,sft-lora,rm,rm-lora,rm-head,generation",
                         help="comma-separated parts to measure (default all): sft, sft-lora, rm, rm-lora, rm-head, generation")
+    parser.add_argument("--reference-first", action="store_true",
+                        help="run TRL before ours in each pair (to see whether the order within a pair matters)")
     parser.add_argument("--results", default=str(Path(__file__).with_name("RESULTS.md")))
     args = parser.parse_args()
     only = set(args.only.split(","))
     torch.set_num_threads(args.threads)
     ckpt, out = Path(args.checkpoint), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    t_start = time.perf_counter()
+    t_start, load_start = time.perf_counter(), os.getloadavg()
     tokenizer = load_tokenizer(ckpt)
     dialogues = table_dialogues(default_sft_table(stdlib_limit=200))
     sft_cfg = SFTConfig(batch_size=args.batch, seq_len=args.seq_len, epochs=1, learning_rate=2e-5, warmup_steps=0,
@@ -199,8 +209,6 @@ def main() -> None:
     packed = encode_sft_rows(tokenizer, dialogues, args.seq_len)
     rows = write_sft_rows(type(packed)(packed.input_ids[: args.steps * args.batch], packed.labels[: args.steps * args.batch]),
                           out / "rows.npz")
-    n_rows = args.steps * args.batch
-    sft_dialogues = dialogues[: max(n_rows * 3, 24)]
     rm_cfg = RewardConfig(batch_size=args.batch, max_length=args.seq_len, learning_rate=1e-5, warmup_ratio=0.0,
                           min_warmup_steps=0, min_lr_ratio=1.0, checkpoint_every=10_000, log_every=1, use_ray=False,
                           head_epochs=1, eval_batch_size=8)
@@ -212,14 +220,16 @@ def main() -> None:
     fig: dict = {"sft": {}, "rm": {}, "generation": {}}
     head_cfg = RewardConfig(**{**rm_cfg.__dict__, "trainable": "head"})
     runs = [("sft", "ours_full", "sft", lambda: sft_ours(sft_cfg, ckpt, rows, out, ModelConfig(), "sft-full")),
-            ("sft", "trl_full", "sft", lambda: sft_trl(sft_cfg, ckpt, tokenizer, sft_dialogues, out, args.steps, lora=False)),
+            ("sft", "trl_full", "sft", lambda: sft_trl(sft_cfg, ckpt, tokenizer, rows, out, args.steps, lora=False)),
             ("sft", "ours_lora", "sft-lora", lambda: sft_ours(sft_cfg, ckpt, rows, out, LORA, "sft-lora")),
-            ("sft", "trl_lora", "sft-lora", lambda: sft_trl(sft_cfg, ckpt, tokenizer, sft_dialogues, out, args.steps, lora=True)),
+            ("sft", "trl_lora", "sft-lora", lambda: sft_trl(sft_cfg, ckpt, tokenizer, rows, out, args.steps, lora=True)),
             ("rm", "ours_full", "rm", lambda: rm_ours(rm_cfg, ckpt, pairs, out, ModelConfig(), "rm-full")),
             ("rm", "trl_full", "rm", lambda: rm_trl(rm_cfg, ckpt, tokenizer, pairs, out, args.steps, lora=False)),
             ("rm", "ours_lora", "rm-lora", lambda: rm_ours(rm_cfg, ckpt, pairs, out, LORA, "rm-lora")),
             ("rm", "trl_lora", "rm-lora", lambda: rm_trl(rm_cfg, ckpt, tokenizer, pairs, out, args.steps, lora=True)),
             ("rm", "ours_head", "rm-head", lambda: rm_ours(head_cfg, ckpt, pairs, out, ModelConfig(), "rm-head"))]
+    if args.reference_first:  # the 8 paired runs are (ours, reference) neighbours
+        runs[:8] = [r for i in range(0, 8, 2) for r in (runs[i + 1], runs[i])]
     for part, key, name, run in runs:  # one failing run is recorded and the others still measured
         if name not in only:
             continue
@@ -256,13 +266,15 @@ def main() -> None:
     errors = [f"{part}.{k}: {v['error']}" for part in ("sft", "rm") for k, v in fig[part].items() if "error" in v]
     n_params = sum(p.numel() for p in load_model(ckpt).parameters()) / 1e6
     lines = [
-        f"## real_model: SmolLM2-135M-Instruct, this project vs TRL / HF generate ({time.strftime('%Y-%m-%d')})", "",
+        f"## real model, {time.strftime('%Y-%m-%d')}: SmolLM2-135M-Instruct, this project vs TRL / HF generate", "",
         f"`.venv/bin/python benchmarks/real_model.py --checkpoint {ckpt} --steps {args.steps} --batch {args.batch} "
-        f"--seq-len {args.seq_len} --prompts {args.prompts} --new-tokens {args.new_tokens} --only {args.only}` on "
+        f"--seq-len {args.seq_len} --prompts {args.prompts} --new-tokens {args.new_tokens} --only {args.only}"
+        f"{' --reference-first' if args.reference_first else ''}` on "
         f"{platform.machine()}, {os.cpu_count()} CPU cores shared with other sessions, {args.threads} torch threads, "
         f"torch {torch.__version__}, float32, {n_params:.1f}M parameters; {args.steps} optimizer steps of {args.batch} "
         f"per run, constant LR; LoRA r={LORA.lora_rank}, alpha {LORA.lora_alpha:g}, all 7 linear layers on both sides. "
-        f"Wall {fig['wall_s'] / 60:.1f} min. Rates over training steps only; ratio = ours / reference in this run.", "",
+        f"Wall {fig['wall_s'] / 60:.1f} min; load average (1/5/15 min) "
+        f"{'/'.join(f'{x:.1f}' for x in load_start)} at start, {'/'.join(f'{x:.1f}' for x in os.getloadavg())} at end. Rates over training steps only; ratio = ours / reference in this run.", "",
         "| measure | alignline | reference | ratio |", "|---|---|---|---|", *rows_md, "",
         "Trainable parameters and first/last losses: "
         + "; ".join(f"{part}.{k} {v.get('trainable', '-')} params, loss {v['losses'][0]:.3f}/{v['losses'][-1]:.3f}"

@@ -12,8 +12,11 @@ def build_adamw(model: torch.nn.Module, lr: float, weight_decay: float, betas: t
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    # foreach=False: the per-tensor path gives the same bits whatever the tensor grouping, so a resumed run matches.
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, foreach=False)
+    # The fused kernel (one pass per tensor, ~5x the per-tensor Python loop on a 135M model, benchmarks/real_model.py)
+    # where torch has it for plain tensors; FSDP's sharded DTensors take the per-tensor path. Both are elementwise,
+    # so the bits do not depend on how tensors are grouped and a resumed run matches an unbroken one.
+    fused = bool(params) and all(type(p) is torch.nn.Parameter and p.device.type in ("cpu", "cuda") for p in params)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, foreach=False, fused=fused or None)
 
 
 def cosine_lr_factor(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
