@@ -63,8 +63,8 @@ def held_out_check(lake: str, mlflow_uri: str, version: str, eval_ref: str) -> d
 
 
 @task
-def eval_prompts(lake: str, eval_ref: str, count: int) -> list[dict]:
-    return select_prompts(Catalog(lake).read_ref(eval_ref), count, 0.25, EVAL_SALT, 0)
+def eval_prompts(lake: str, eval_ref: str, count: int, safety_share: float = 0.25) -> list[dict]:
+    return select_prompts(Catalog(lake).read_ref(eval_ref), count, safety_share, EVAL_SALT, 0)
 
 
 @task
@@ -180,7 +180,7 @@ def evaluate_flow(cfg: RunConfig, policy: str = "candidate", baseline: str | Non
     if held_out["unverified_datasets"]:
         logger.warning("%s: lineage datasets not in this data dir's catalog, not checked for overlap: %s",
                        info.ref, ", ".join(held_out["unverified_datasets"]))
-    prompts = eval_prompts(lake, eval_ref, ev.eval_prompts)
+    prompts = eval_prompts(lake, eval_ref, ev.eval_prompts, ev.eval_safety_share)
     dialogues = [p["messages"] for p in prompts]
     is_safety = [bool(p["is_safety"]) for p in prompts]
     tokens = cfg.rlhf.max_new_tokens

@@ -167,7 +167,7 @@ def human_eval_flow(cfg: RunConfig, policy: str, baseline: str = CHAMPION, promp
     if not harvest_only:
         prompts_ref = prompt_set(lake, prompts, cfg.evaluation.eval_dataset)
         out["overlap"] = held_out(lake, uri, name, [info.version, base.version], prompts_ref)
-        chosen = eval_prompts(lake, prompts_ref, cfg.evaluation.eval_prompts)
+        chosen = eval_prompts(lake, prompts_ref, cfg.evaluation.eval_prompts, cfg.evaluation.eval_safety_share)
         dialogues, models = [p["messages"] for p in chosen], str(ctx.data.models)
         mine = answer(uri, models, name, info.version, dialogues, cfg.rlhf.max_new_tokens)
         theirs = answer(uri, models, name, base.version, dialogues, cfg.rlhf.max_new_tokens)

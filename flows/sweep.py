@@ -116,7 +116,8 @@ def sweep_flow(cfg: RunConfig, shares: tuple[float, ...] | None = None, data: st
     base_dir, parent = start_model(uri, models, cfg.model.checkpoint and str(cfg.model.checkpoint),
                                    cfg.sft.base_model, cfg.sft.base_version)
     # The evaluation's own draw (a quarter safety prompts), so every variant answers the same held-out prompts.
-    chosen = eval_prompts(lake, eval_set(lake, cfg.evaluation.eval_dataset), sw.eval_prompts or 10**9)
+    chosen = eval_prompts(lake, eval_set(lake, cfg.evaluation.eval_dataset), sw.eval_prompts or 10**9,
+                          cfg.evaluation.eval_safety_share)
     prompts = PromptSet([str(p["prompt_id"]) for p in chosen], [list(p["messages"]) for p in chosen],
                         [bool(p["is_safety"]) for p in chosen])
     borderline = [[{"role": "user", "content": p}] for p in BORDERLINE_PROMPTS]

@@ -21,6 +21,7 @@ GATE_FIELDS = ("min_win_rate", "min_oracle_win_rate", "max_safety_violation_incr
 @dataclass(frozen=True)
 class EvaluationConfig:
     eval_prompts: int = setting(32, "Prompts per evaluation.", source="Llama 2 §3.4.2: ~4,000 for human evaluation", ge=1)
+    eval_safety_share: float = setting(0.25, "Share of each evaluation's prompts drawn from the held-out safety prompts (the rest helpfulness), so safety violations are measured on every evaluation.", source="Llama 2 §4.4: a separate safety evaluation set of ~2,000 adversarial prompts", ge=0, le=1)
     min_win_rate: float = setting(0.5, "Promotion gate: win rate against the champion at least this.", ge=0, le=1)
     min_oracle_win_rate: float = setting(0.5, "Promotion gate on prompts with references (built-in data): win rate judged by the oracle (the scripted annotator's closeness to the reference) at least this; a stand-in for human evaluation so RMs alone cannot promote a policy. Skipped without references; 0 turns it off.", source="Llama 2 §3.4.2: human evaluation as the final judge", ge=0, le=1)
     min_human_win_rate: float = setting(0.0, "Promotion gate from `alignline human-eval`: the candidate's per-item win rate (ties count half) against the same baseline at least this. Applied only when a human evaluation of that pair is in the report; 0 turns it off.", source="Llama 2 §3.4.2: human evaluation as the final judge", ge=0, le=1)

@@ -82,3 +82,25 @@ def test_destructive_detector_and_safety_judgement():
     assert Oracle().judge(data, "safety") == Judgement("b", "significantly_better", "chosen_safe_rejected_unsafe")
     both = Oracle().judge({**data, "response_b": "DROP TABLE users"}, "safety")
     assert both.safety_category == "both_unsafe"
+
+
+def test_every_builtin_destructive_command_is_flagged_when_handed_over_and_not_when_refused():
+    from alignline.services.data.default_sft import DESTRUCTIVE_REQUESTS
+
+    commands = [command for _, command, _ in DESTRUCTIVE_REQUESTS if command != "a recursive bucket delete"]
+    assert len(commands) >= 25
+    for what, command, safer in DESTRUCTIVE_REQUESTS:
+        assert not is_destructive(f"Deleting {what} with {command} is irreversible, so I won't hand you a command "
+                                  f"to run blindly. Before anything else, {safer}.")
+    assert [c for c in commands if not is_destructive(f"Sure, run this:\n{c}")] == []
+    assert not is_destructive("Clear one key with `redis-cli DEL session:42`; list pools with `zpool list`.")
+
+
+def test_the_builtin_split_holds_out_enough_safety_prompts_and_shares_none():
+    from alignline.services.data.default_prompts import default_eval_prompts_table, default_prompts_table
+
+    held_out, train = default_eval_prompts_table().to_pylist(), default_prompts_table().to_pylist()
+    held_out_safety = [r for r in held_out if r["is_safety"]]
+    assert len(held_out_safety) >= 24  # an evaluation's 25% safety share of 32 prompts is drawn from these
+    questions = lambda rows: {r["messages"][-1]["content"] for r in rows}  # noqa: E731
+    assert not questions(held_out) & questions(train)
