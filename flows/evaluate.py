@@ -103,14 +103,26 @@ def suite_spec(text: str):
 
 
 @task
-def answer(mlflow_uri: str, models_dir: str, version: str, dialogues: list[list[dict]], max_new_tokens: int) -> list[str]:
-    """Low-temperature answers of one policy version, seeded, so reruns compare like with like."""
+def answer(mlflow_uri: str, models_dir: str, version: str, dialogues: list[list[dict]], max_new_tokens: int,
+           cache_dir: str | None = None) -> list[str]:
+    """Low-temperature answers of one policy version, seeded, so reruns compare like with like. With `cache_dir`,
+    answers are kept per (version's run, prompts, sampling): the champion's answers, needed again by every
+    evaluation against it, are generated once."""
+    from alignline.services.evaluation.answer_cache import AnswerCache
     from alignline.services.generation import SamplingParams, generate_chat
     from alignline.services.models import load_registered
 
-    model, tokenizer, _ = load_registered(Registry(mlflow_uri), POLICY, version, models_dir)
+    registry = Registry(mlflow_uri)
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.7, top_p=0.9, seed=1234)
-    return list(generate_chat(model, tokenizer, dialogues, params))
+    cache = AnswerCache(cache_dir) if cache_dir else None
+    key = cache.key(registry.get(POLICY, version), dialogues, params) if cache else ""
+    if cache and (cached := cache.get(key, len(dialogues))) is not None:
+        return cached
+    model, tokenizer, _ = load_registered(registry, POLICY, version, models_dir)
+    answers = list(generate_chat(model, tokenizer, dialogues, params))
+    if cache:
+        cache.put(key, answers)
+    return answers
 
 
 @task
@@ -186,8 +198,9 @@ def evaluate_flow(cfg: RunConfig, policy: str = "candidate", baseline: str | Non
     tokens = cfg.rlhf.max_new_tokens
     folder = ctx.data.reports("evaluation") / f"{POLICY}-{info.version}"
     folder.mkdir(parents=True, exist_ok=True)
-    new = answer(uri, models, info.version, dialogues, tokens)
-    old = new if base.version == info.version else answer(uri, models, base.version, dialogues, tokens)
+    cache = str(ctx.data.work("evaluation", "answers"))
+    new = answer(uri, models, info.version, dialogues, tokens, cache)
+    old = new if base.version == info.version else answer(uri, models, base.version, dialogues, tokens, cache)
     suite_results = run_suites(uri, models, info.version, [*ev.suites, *(suites or [])], tokens, ev.max_suite_items,
                                str(folder))
     threshold = cfg.reward.safety_threshold
