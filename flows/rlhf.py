@@ -32,7 +32,7 @@ from alignline.services.tracking import MetricsLogger, tracked_run
 from alignline.services.training import (LaunchOptions, PPOJob, PromptSet, RewardModelFolders, SFTJob,
                                          context_distillation_samples, encode_sft_rows, gatt_training_dialogues,
                                          ghost_attention_dialogues, instruction_adherence, rejection_sampling_round,
-                                         sample_gatt_answers, train_ppo, train_sft, training_dialogues,
+                                         repair_answers, sample_gatt_answers, train_ppo, train_sft, training_dialogues,
                                          write_sft_rows)
 from alignline.storage import Catalog, DatasetRef, ModelRef
 
@@ -162,6 +162,10 @@ def ghost_attention(prompts: PromptSet, model_dir: str, rl: RLHFConfig, sft: SFT
                                       dialogues)
     finally:
         pool.close()
+    repaired = 0
+    if rl.gatt_repair:  # answers that break the instruction, edited by its own rules before training
+        fixed = [repair_answers(d, a) for d, a in zip(dialogues, answers)]
+        answers, repaired = [a for a, _ in fixed], sum(n for _, n in fixed)
     samples = [s for d, a in zip(dialogues, answers) for s in gatt_training_dialogues(d, a)]
     trained = finetune(samples, model_dir, Path(work), "last", sft, launch, uri, run_id, model)
     # Table 30: adherence at each turn of the same held dialogues, for the policy before GAtt and after it.
@@ -176,8 +180,8 @@ def ghost_attention(prompts: PromptSet, model_dir: str, rl: RLHFConfig, sft: SFT
             pool.close()
     metrics = {f"gatt_adherence_turn_{t}": v for t, v in adherence["with"].items()}
     metrics |= {f"gatt_adherence_turn_{t}_without": v for t, v in adherence["without"].items()}
-    MetricsLogger(uri, run_id).log(1, {**metrics, "gatt_samples": float(len(samples))})
-    return {"output_dir": trained["output_dir"], "samples": len(samples), **metrics,
+    MetricsLogger(uri, run_id).log(1, {**metrics, "gatt_samples": float(len(samples)), "gatt_repaired": float(repaired)})
+    return {"output_dir": trained["output_dir"], "samples": len(samples), "repaired": repaired, **metrics,
             "adherence": {label: {str(t): v for t, v in row.items()} for label, row in adherence.items()}}
 
 

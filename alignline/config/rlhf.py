@@ -64,6 +64,7 @@ class RLHFConfig:
     gatt_enabled: bool = setting(False, "Ghost Attention dialogues after RS/PPO.", source="Llama 2 §3.3")
     gatt_dialogues: int = setting(32, "Synthetic multi-turn dialogues per iteration.", ge=1)
     gatt_turns: int = setting(3, "User turns per synthetic dialogue.", ge=1)
+    gatt_repair: bool = setting(True, "Sampled GAtt answers that break their instruction are edited by the instruction's own rules (add the first or last word, capitals, cut to the word limit, replace a banned word) before training; off: trained as sampled. The paper samples from a model that mostly follows instructions already; a small model mostly does not.", source="Llama 2 §3.3 (samples from the latest RLHF model)")
     gatt_eval_dialogues: int = setting(8, "Dialogues for the instruction-adherence metric.", source="Llama 2 Table 30", ge=1)
     gatt_eval_turns: tuple[int, ...] = setting((2, 4, 6, 8), "Turns at which instruction adherence is measured, with and without GAtt.", source="Llama 2 Table 30")
     # -- safety context distillation --------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ Later recipes (rejection sampling, PPO, GAtt) reuse `launch`,
 from .context_distillation import (ANSWER_TEMPLATES, DistillationResult, context_distillation_samples,
                                    keep_distilled, preprompt_for, with_preprompt)
 from .gatt import (CONSTRAINTS, GAttDialogue, Instruction, gatt_training_dialogues, ghost_attention_dialogues,
-                   instruction_adherence, sample_gatt_answers, sample_instruction)
+                   instruction_adherence, repair_answers, sample_gatt_answers, sample_instruction)
 from .ppo import PPOJob, PolicyWithValue, RewardModelFolders, gae, per_token_kl, ppo_launch_options, ppo_losses, shape_rewards, train_ppo
 from .rejection_sampling import (POOL_SCHEMA, PromptSet, RejectionSamplingRound, best_of_k, rejection_sampling_round,
                                  training_dialogues)
@@ -31,7 +31,7 @@ __all__ = ["latest_checkpoint", "load_checkpoint", "save_checkpoint", "LaunchOpt
            "optimizer_step", "token_loss_sum",
            "ANSWER_TEMPLATES", "DistillationResult", "context_distillation_samples", "keep_distilled", "preprompt_for",
            "with_preprompt", "CONSTRAINTS", "GAttDialogue", "Instruction", "gatt_training_dialogues",
-           "ghost_attention_dialogues", "instruction_adherence", "sample_gatt_answers", "sample_instruction", "PPOJob",
+           "ghost_attention_dialogues", "instruction_adherence", "repair_answers", "sample_gatt_answers", "sample_instruction", "PPOJob",
            "PolicyWithValue", "RewardModelFolders", "gae", "per_token_kl", "ppo_launch_options", "ppo_losses", "shape_rewards", "train_ppo",
            "POOL_SCHEMA", "PromptSet", "RejectionSamplingRound", "best_of_k", "rejection_sampling_round",
            "training_dialogues"]

@@ -16,6 +16,7 @@ measured on dialogues whose instruction is given only in the system message.
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -31,6 +32,8 @@ class Constraint:
     long: str              # the instruction as an annotator would write it
     short: str             # the shortened variant
     check: Callable[[str], bool]
+    repair: Callable[[str], str] = lambda answer: answer  # the smallest edit that makes an answer follow it
+    repair_order: int = 0  # repairs run in this order: remove words, shorten, add a first/last word, capitals last
 
 
 def _starts(word: str) -> Callable[[str], bool]:
@@ -54,16 +57,38 @@ def _upper(answer: str) -> bool:
     return bool(letters) and sum(c.isupper() for c in letters) >= 0.9 * len(letters)
 
 
+# Repairs: the smallest edit that makes an answer follow one constraint, for sampled answers that break it.
+def _prefix(word: str) -> Callable[[str], str]:
+    return lambda answer: answer if _starts(word)(answer) else f"{word}, {answer.strip()}"
+
+
+def _suffix(word: str) -> Callable[[str], str]:
+    return lambda answer: answer if _ends(word)(answer) else f"{answer.strip().rstrip('.!')}. {word}."
+
+
+def _replace(word: str, instead: str) -> Callable[[str], str]:
+    return lambda answer: re.sub(re.escape(word), instead, answer, flags=re.IGNORECASE)
+
+
+def _truncate(n: int) -> Callable[[str], str]:
+    # two words of room for a prefix or suffix another constraint of the instruction may add
+    return lambda answer: answer if _max_words(n - 2)(answer) else " ".join(answer.split()[:n - 2])
+
+
+def _capitals(answer: str) -> str:
+    return answer.upper()
+
+
 # Verifiable stand-ins for the paper's instruction families (act as, hobbies, language, public figure).
 CONSTRAINTS: tuple[Constraint, ...] = (
-    Constraint("act_as", "Act as a pirate: start every answer with 'Ahoy'.", "Pirate: start with 'Ahoy'.", _starts("ahoy")),
-    Constraint("act_as", "Act as a butler: start every answer with 'Certainly'.", "Butler: start with 'Certainly'.", _starts("certainly")),
-    Constraint("act_as", "Act as a radio operator: end every answer with 'Over'.", "Radio operator: end with 'Over'.", _ends("over")),
-    Constraint("style", "Always answer in capital letters only.", "Answer in capitals.", _upper),
-    Constraint("style", "Always answer in at most ten words.", "At most ten words.", _max_words(10)),
-    Constraint("style", "Always end your answer with the word 'Done'.", "End with 'Done'.", _ends("done")),
-    Constraint("topic", "Never mention the word 'file' in your answers.", "Never say 'file'.", _avoids("file")),
-    Constraint("topic", "Do not talk about the weather, whatever the user asks.", "No weather talk.", _avoids("weather")),
+    Constraint("act_as", "Act as a pirate: start every answer with 'Ahoy'.", "Pirate: start with 'Ahoy'.", _starts("ahoy"), _prefix("Ahoy"), 2),
+    Constraint("act_as", "Act as a butler: start every answer with 'Certainly'.", "Butler: start with 'Certainly'.", _starts("certainly"), _prefix("Certainly"), 2),
+    Constraint("act_as", "Act as a radio operator: end every answer with 'Over'.", "Radio operator: end with 'Over'.", _ends("over"), _suffix("Over"), 3),
+    Constraint("style", "Always answer in capital letters only.", "Answer in capitals.", _upper, _capitals, 4),
+    Constraint("style", "Always answer in at most ten words.", "At most ten words.", _max_words(10), _truncate(10), 1),
+    Constraint("style", "Always end your answer with the word 'Done'.", "End with 'Done'.", _ends("done"), _suffix("Done"), 3),
+    Constraint("topic", "Never mention the word 'file' in your answers.", "Never say 'file'.", _avoids("file"), _replace("file", "document"), 0),
+    Constraint("topic", "Do not talk about the weather, whatever the user asks.", "No weather talk.", _avoids("weather"), _replace("weather", "topic"), 0),
 )
 
 
@@ -74,6 +99,12 @@ class Instruction:
 
     def followed(self, answer: str) -> bool:
         return all(c.check(answer) for c in self.constraints)
+
+    def repaired(self, answer: str) -> str | None:
+        """`answer` edited to follow every constraint, or None when the edits cannot all hold (two last words)."""
+        for c in sorted(self.constraints, key=lambda c: c.repair_order):
+            answer = c.repair(answer)
+        return answer if answer.strip() and self.followed(answer) else None
 
 
 def sample_instruction(rng: random.Random, constraints: Sequence[Constraint] = CONSTRAINTS) -> Instruction:
@@ -121,9 +152,25 @@ def sample_gatt_answers(answer: AnswerFn, dialogues: Sequence[GAttDialogue]) -> 
     return answers
 
 
+def repair_answers(dialogue: GAttDialogue, answers: Sequence[str]) -> tuple[list[str], int]:
+    """The sampled answers with those that break the instruction repaired by its own rules (a small model often
+    ignores an instruction even when it is on every turn; the paper samples from a model that mostly follows it),
+    and how many were edited. An answer no edit can fix is left empty, so it is not trained on."""
+    out, edited = [], 0
+    for reply in answers:
+        if dialogue.instruction.followed(reply) or not reply.strip():  # an empty answer has nothing to repair
+            out.append(reply)
+            continue
+        fixed = dialogue.instruction.repaired(reply)
+        out.append(fixed or "")
+        edited += 1
+    return out, edited
+
+
 def gatt_training_dialogues(dialogue: GAttDialogue, answers: Sequence[str]) -> list[list[Message]]:
     """Step 3: one dialogue per turn t: the instruction as the system message only, turns 1..t, loss on answer t
-    only (encode with `train_on="last"`: tokens of earlier turns, answers included, get zero loss)."""
+    only (encode with `train_on="last"`: tokens of earlier turns, answers included, get zero loss); an empty answer
+    is not a sample."""
     messages: list[Message] = [{"role": "system", "content": dialogue.instruction.text}]
     out = []
     for user, reply in zip(dialogue.user_turns, answers):

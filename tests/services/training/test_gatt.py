@@ -72,3 +72,35 @@ def test_constraint_checks():
     assert checks["Always answer in capital letters only."]("YES, USE JSON.")
     assert not checks["Always answer in at most ten words."]("one two three four five six seven eight nine ten eleven")
     assert not checks["Never mention the word 'file' in your answers."]("Open the File first.")
+
+
+def test_every_constraint_repairs_an_answer_that_breaks_it():
+    answer = "The weather is fine; open the file with open() and read it line by line, then close it when done reading."
+    for c in CONSTRAINTS:
+        fixed = Instruction(c.short, (c,)).repaired(answer)
+        assert fixed is not None and c.check(fixed), (c.long, fixed)
+    assert Instruction("x", (CONSTRAINTS[0],)).repaired("Ahoy, matey.") == "Ahoy, matey."  # already follows
+
+
+def test_combined_instructions_are_repaired_together_or_dropped():
+    by_long = {c.long: c for c in CONSTRAINTS}
+    pirate, capitals, ten = (by_long["Act as a pirate: start every answer with 'Ahoy'."],
+                             by_long["Always answer in capital letters only."], by_long["Always answer in at most ten words."])
+    radio, done = by_long["Act as a radio operator: end every answer with 'Over'."], by_long["Always end your answer with the word 'Done'."]
+    long_answer = " ".join(["word"] * 30)
+    for pair in [(pirate, capitals), (pirate, ten), (radio, ten), (ten, capitals)]:
+        fixed = Instruction("x", pair).repaired(long_answer)
+        assert fixed is not None and Instruction("x", pair).followed(fixed), (pair, fixed)
+    assert Instruction("x", (radio, done)).repaired("Sure thing.") is None  # two last words cannot both hold
+
+
+def test_repair_answers_counts_edits_and_empties_what_cannot_be_fixed():
+    from alignline.services.training import repair_answers
+
+    by_long = {c.long: c for c in CONSTRAINTS}
+    pirate = by_long["Act as a pirate: start every answer with 'Ahoy'."]
+    dialogue = GAttDialogue(Instruction("Pirate: start with 'Ahoy'.", (pirate,)), ("a", "b", "c"))
+    fixed, edited = repair_answers(dialogue, ["Ahoy, yes.", "No.", ""])
+    assert fixed == ["Ahoy, yes.", "Ahoy, No.", ""] and edited == 1
+    samples = gatt_training_dialogues(dialogue, fixed)
+    assert [s[-1]["content"] for s in samples] == ["Ahoy, yes.", "Ahoy, No."]
