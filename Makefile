@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # This machine's pip.conf names local indexes that may not exist; hide only those warnings.
 QUIET_PIP := { grep -v "^WARNING: Location" || true; }
 
-.PHONY: install demo test test-unit up down status bench clean-data
+.PHONY: install demo demo-tiny test test-unit up down status bench clean-data
 
 $(BIN)/.installed: pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,12 @@ $(BIN)/.installed: pyproject.toml setup.py
 
 install: $(BIN)/.installed
 
+# The line on a real chat model (SmolLM2-135M-Instruct, converted once), so annotators see real answers.
 demo: install
+	$(BIN)/alignline demo --model smollm2-135m
+
+# The base-drawer line: corpus -> tokenizer -> pretraining a tiny model -> SFT -> ... (what the tests run).
+demo-tiny: install
 	$(BIN)/alignline demo
 
 test: install
