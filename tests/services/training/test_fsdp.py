@@ -3,11 +3,10 @@ sharded DCP checkpoints, and a run killed after a checkpoint resumes to the same
 
 Ranks are plain processes with a gloo process group (what Ray Train sets up for each worker), so these run
 without servers; tests/services/training/test_multinode.py runs the same recipe under Ray Train."""
-import multiprocessing as mp
 import os
-import socket
 from pathlib import Path
 
+import gloo_ranks
 import pytest
 import torch
 
@@ -65,19 +64,7 @@ def _rank(rank: int, world: int, port: int, plan: list[tuple[SFTJob, int]], out)
 def run_fsdp(plan: list[tuple[SFTJob, int]], world: int = 2) -> list:
     """Each (job, kill_at) on `world` local gloo ranks with FSDP, in order; rank 0's summaries ('killed' when
     the hook stopped it, 'error: ...' when it raised)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    procs = [ctx.Process(target=_rank, args=(r, world, port, plan, queue)) for r in range(world)]
-    for p in procs:
-        p.start()
-    results = dict(queue.get(timeout=600) for _ in procs)
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
-    return results[0]
+    return gloo_ranks.run_ranks(_rank, plan, world)
 
 
 def weights(folder) -> dict[str, torch.Tensor]:

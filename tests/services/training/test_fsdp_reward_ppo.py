@@ -4,12 +4,11 @@ after a checkpoint resumes to the same losses and weights as one never killed.
 
 Ranks are plain processes with a gloo process group (what Ray Train sets up for each worker); one module fixture
 starts them once and runs every plan in turn, the tests then read their results."""
-import multiprocessing as mp
 import os
-import socket
 from dataclasses import replace
 from pathlib import Path
 
+import gloo_ranks
 import pytest
 import torch
 
@@ -70,19 +69,7 @@ def _rank(rank: int, world: int, port: int, plan: list, out) -> None:
 def run_ranks(plan: list, world: int = 2) -> list:
     """Each (job, kill_at, sharding) on `world` local gloo ranks, in order; rank 0's summaries ('killed' when the
     hook stopped it, 'error: ...' when it raised)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    procs = [ctx.Process(target=_rank, args=(r, world, port, plan, queue)) for r in range(world)]
-    for p in procs:
-        p.start()
-    results = dict(queue.get(timeout=600) for _ in procs)
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
-    return results[0]
+    return gloo_ranks.run_ranks(_rank, plan, world)
 
 
 # -- jobs ------------------------------------------------------------------------------------------------------------
