@@ -24,3 +24,15 @@ def run_ranks(target: Callable[..., None], plan: list, world: int = 2) -> Any:
         p.join(timeout=60)
         assert p.exitcode == 0
     return results[0]
+
+
+class KilledAt(Exception):
+    """Raised by `kill_after`'s hook: a run stopped after a given step, as a killed worker would."""
+
+
+def kill_after(step: int) -> Callable[[int], None]:
+    """A recipe's on_step hook that stops the run once `step` steps are done."""
+    def hook(done: int) -> None:
+        if done == step:
+            raise KilledAt(step)
+    return hook

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import gloo_ranks
+from gloo_ranks import KilledAt, kill_after
 import pytest
 import torch
 
@@ -30,15 +31,6 @@ def sft_job(base_dir, rows, out: Path, **train) -> SFTJob:
     return SFTJob(cfg, str(base_dir), rows, str(out / "policy"), str(out / "ckpt"))
 
 
-class KilledAt(Exception):
-    pass
-
-
-def _kill_after(step: int):
-    def hook(done: int) -> None:
-        if done == step:
-            raise KilledAt(step)
-    return hook
 
 
 def _rank(rank: int, world: int, port: int, plan: list[tuple[SFTJob, int]], out) -> None:
@@ -49,7 +41,7 @@ def _rank(rank: int, world: int, port: int, plan: list[tuple[SFTJob, int]], out)
     results = []
     for job, kill_at in plan:
         if kill_at:
-            job = SFTJob(**{**job.__dict__, "on_step": _kill_after(kill_at)})
+            job = SFTJob(**{**job.__dict__, "on_step": kill_after(kill_at)})
         try:
             summary = sft_loop(job, WorkerContext(rank=rank, world_size=world, sharding="fsdp"))
             results.append({k: summary[k] for k in ("losses", "step", "resumed_from_step")})

@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import gloo_ranks
+from gloo_ranks import KilledAt, kill_after
 import pytest
 import torch
 
@@ -30,22 +31,13 @@ UNHELPFUL = ("I don't know.", "No idea, sorry.", "Look it up yourself.", "That i
 LEVELS = ("significantly_better", "better", "slightly_better", "negligibly_better")
 
 
-class KilledAt(Exception):
-    pass
-
-
-def _kill_after(step: int):
-    def hook(done: int) -> None:
-        if done == step:
-            raise KilledAt(step)
-    return hook
 
 
 def _run(job, kill_at: int, ctx: WorkerContext) -> dict:
     if isinstance(job, RewardJob):
-        job = replace(job, on_step=_kill_after(kill_at)) if kill_at else job
+        job = replace(job, on_step=kill_after(kill_at)) if kill_at else job
         return reward_loop(job, ctx)
-    job = replace(job, on_iteration=_kill_after(kill_at)) if kill_at else job
+    job = replace(job, on_iteration=kill_after(kill_at)) if kill_at else job
     return ppo_loop(job, ctx)
 
 
