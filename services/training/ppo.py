@@ -35,7 +35,6 @@ from typing import Any, Callable, ClassVar, Sequence
 import torch
 import torch.nn as nn
 
-from alignline.config.fields import ConfigError
 from alignline.config.model import ModelConfig
 from alignline.config.rlhf import RLHFConfig
 from alignline.services.generation.rollouts import Rollout, sample_rollouts
@@ -229,13 +228,6 @@ def answer_outputs(model: nn.Module, batch: RolloutBatch) -> tuple[torch.Tensor,
 NO_EOS = -1  # an id no tokenizer samples: sharded generation runs every step, answers are cut at EOS afterwards
 
 
-def check_ppo_sharding(model_cfg: ModelConfig, sharding: str) -> None:
-    """LoRA adapters inside sharded blocks would need their own merge on the gathered policy: refused."""
-    if sharding == "fsdp" and model_cfg.lora_rank:
-        raise ConfigError(f"rlhf.sharding = 'fsdp' is not allowed with model.lora_rank = {model_cfg.lora_rank}; "
-                          "allowed: model.lora_rank = 0 (full training), or rlhf.sharding = 'none' with LoRA")
-
-
 def scorer_models(scorer) -> list[nn.Module]:
     """The reward models inside a combined scorer (its `helpful` and `safety` judges' `.model`); none for others."""
     judges = (getattr(scorer, name, None) for name in ("helpful", "safety"))
@@ -298,15 +290,9 @@ def policy_rollouts(model: nn.Module, tokenizer, dialogues: Sequence[Sequence[Me
 def save_policy(model: nn.Module, tokenizer, folder: str, ctx: WorkerContext) -> None:
     """The policy LM (without the value head) as a HF folder on rank 0; under FSDP gathered from every rank's
     shards first (a collective: every rank calls)."""
-    if not sh.is_sharded(model):
-        if ctx.is_main:
-            save_model(model.policy, tokenizer, folder)
-        return
-    full = sh.full_state_dict(model)
-    if ctx.is_main:
-        policy = type(model.policy)(model.policy.config)
-        policy.load_state_dict({k.removeprefix("policy."): v for k, v in full.items() if k.startswith("policy.")})
-        save_model(policy, tokenizer, folder)
+    full = ctx.full_model(model, build=lambda: PolicyWithValue(type(model.policy)(model.policy.config)))
+    if full is not None:
+        save_model(full.policy, tokenizer, folder)
 
 
 # -- the recipe ----------------------------------------------------------------------------------------------------------
@@ -331,7 +317,7 @@ def heldout_reward(policy, tokenizer, scorer, job: PPOJob, ctx: WorkerContext, p
 
 def ppo_loop(job: PPOJob, ctx: WorkerContext) -> dict[str, Any]:
     cfg = job.cfg
-    check_ppo_sharding(job.model, ctx.sharding if ctx.sharded else "none")
+    sh.refuse_lora("rlhf", job.model.lora_rank, ctx.sharding if ctx.sharded else "none")
     tokenizer = load_tokenizer(job.policy_dir)
     # mixed precision / LoRA / checkpointing as configured; the frozen reference is held in the compute dtype
     model = prepare_for_training(PolicyWithValue(load_for_training(job.policy_dir, job.model, ctx.device)).to(ctx.device),
@@ -458,7 +444,7 @@ def ppo_loop(job: PPOJob, ctx: WorkerContext) -> dict[str, Any]:
 
 def train_ppo(job: PPOJob, opts: LaunchOptions) -> dict[str, Any]:
     """Run the recipe; returns rank 0's summary (per-iteration metrics, held-out rewards, timings, output_dir)."""
-    check_ppo_sharding(job.model, opts.sharding if opts.num_workers > 1 else "none")
+    sh.refuse_lora("rlhf", job.model.lora_rank, opts.sharding if opts.num_workers > 1 else "none")
     Path(job.output_dir).mkdir(parents=True, exist_ok=True)
     return launch(ppo_loop, job, opts)
 

@@ -35,6 +35,7 @@ from alignline.services.models.reward_model import (RewardModel, empty_reward_mo
 from alignline.services.rewards.encoding import encode_response
 from alignline.storage.schemas import UNUSABLE_SAFETY_CATEGORIES, Comparison
 
+from . import sharding as sh
 from .launch import LaunchOptions, WorkerContext, launch
 from .optimization import build_adamw, cosine_with_warmup
 from .packing import step_rows
@@ -218,9 +219,7 @@ def check_reward_sharding(cfg: RewardConfig, model_cfg: ModelConfig, sharding: s
     if cfg.trainable == "head":
         raise ConfigError("reward.sharding = 'fsdp' is not allowed with reward.trainable = 'head'; allowed: "
                           "reward.sharding = 'none' (the head alone is small), or reward.trainable = 'all' / 'top_layers'")
-    if model_cfg.lora_rank:
-        raise ConfigError(f"reward.sharding = 'fsdp' is not allowed with model.lora_rank = {model_cfg.lora_rank}; "
-                          "allowed: model.lora_rank = 0 (full training), or reward.sharding = 'none' with LoRA")
+    sh.refuse_lora("reward", model_cfg.lora_rank, sharding)
 
 
 @dataclass(frozen=True)

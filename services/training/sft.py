@@ -19,6 +19,7 @@ from alignline.config.training import SFTConfig
 from alignline.services.models.chat import EncodedDialogue, Message, TrainOn, encode_dialogue
 from alignline.services.models.factory import load_for_training, load_tokenizer, save_model
 
+from . import sharding as sh
 from .launch import LaunchOptions, WorkerContext, launch
 from .optimization import build_adamw, cosine_with_warmup
 from .packing import PackedRows, pack_dialogues, step_rows
@@ -58,19 +59,9 @@ def total_sft_steps(num_rows: int, cfg: SFTConfig) -> int:
     return max(1, cfg.epochs * num_rows // cfg.batch_size)
 
 
-def check_sft_sharding(model_cfg: ModelConfig, sharding: str) -> None:
-    """FSDP shards full training only: LoRA adapters inside sharded blocks would need their own merge on the
-    gathered model, so the combination is refused (as the reward model does)."""
-    from alignline.config import ConfigError
-
-    if sharding == "fsdp" and model_cfg.lora_rank:
-        raise ConfigError(f"sft.sharding = 'fsdp' is not allowed with model.lora_rank = {model_cfg.lora_rank}; "
-                          "allowed: model.lora_rank = 0 (full training), or sft.sharding = 'none' with LoRA")
-
-
 def sft_loop(job: SFTJob, ctx: WorkerContext) -> dict[str, Any]:
     cfg = job.train
-    check_sft_sharding(job.model, ctx.sharding if ctx.sharded else "none")
+    sh.refuse_lora("sft", job.model.lora_rank, ctx.sharding if ctx.sharded else "none")
     tokenizer = load_tokenizer(job.model_dir)
     model = ctx.shard(load_for_training(job.model_dir, job.model, device=ctx.device))  # FSDP: before the optimizer
     data = np.load(job.rows_path)
@@ -115,6 +106,6 @@ def sft_loop(job: SFTJob, ctx: WorkerContext) -> dict[str, Any]:
 
 def train_sft(job: SFTJob, opts: LaunchOptions) -> dict[str, Any]:
     """Run the recipe; returns rank 0's final metrics (loss, per-step losses, tokens/s, output_dir)."""
-    check_sft_sharding(job.model, opts.sharding if opts.num_workers > 1 else "none")
+    sh.refuse_lora("sft", job.model.lora_rank, opts.sharding if opts.num_workers > 1 else "none")
     Path(job.output_dir).mkdir(parents=True, exist_ok=True)
     return launch(sft_loop, job, opts)

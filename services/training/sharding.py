@@ -38,6 +38,16 @@ def is_sharded(model: torch.nn.Module) -> bool:
     return isinstance(model, FSDPModule)
 
 
+def refuse_lora(section: str, lora_rank: int, sharding: str) -> None:
+    """FSDP shards full training only: LoRA adapters inside sharded blocks would need their own merge on the gathered
+    model, so `<section>.sharding = "fsdp"` with `model.lora_rank > 0` is a ConfigError (SFT, reward model, PPO)."""
+    from alignline.config.fields import ConfigError
+
+    if sharding == "fsdp" and lora_rank:
+        raise ConfigError(f"{section}.sharding = 'fsdp' is not allowed with model.lora_rank = {lora_rank}; "
+                          f"allowed: model.lora_rank = 0 (full training), or {section}.sharding = 'none' with LoRA")
+
+
 def shard_model(model: torch.nn.Module, frozen: bool = False) -> torch.nn.Module:
     """Shard in place: every `*DecoderLayer` is its own unit, the root holds the rest (embeddings, final norm, the
     LM, value or scalar head). Build the optimizer after. FSDP2 keeps a root's parameters gathered from forward to

@@ -211,11 +211,9 @@ def test_fsdp_refuses_lora_and_head_only_reward_models(start_dir, tokenizer, tmp
 
 
 def test_sft_refuses_lora_under_fsdp():
-    from alignline.config import ConfigError
-    from alignline.config.model import ModelConfig
-    from alignline.services.training.sft import check_sft_sharding
+    from alignline.services.training.sharding import refuse_lora
 
-    check_sft_sharding(ModelConfig(lora_rank=8), "none")
-    check_sft_sharding(ModelConfig(lora_rank=0), "fsdp")
+    refuse_lora("sft", 8, "none")
+    refuse_lora("sft", 0, "fsdp")
     with pytest.raises(ConfigError, match="sft.sharding = 'fsdp' is not allowed with model.lora_rank = 8"):
-        check_sft_sharding(ModelConfig(lora_rank=8), "fsdp")
+        refuse_lora("sft", 8, "fsdp")
