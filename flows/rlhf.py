@@ -227,6 +227,7 @@ def rlhf_flow(cfg: RunConfig, iteration: int, prompts: str | None = None) -> dic
     if rl.rollout_actors or rl.use_ray:
         ctx.init_ray()  # rollout actors and PPO workers run on this data dir's Ray head
     sft_launch = ctx.launch_options(cfg.sft, f"rlhf-sft-{work.name}")
+    stage_sft = replace(cfg.sft, epochs=rl.finetune_epochs)  # the SFT recipe, rl.finetune_epochs passes per stage
     base = Lineage(datasets=tuple(dict.fromkeys((prompts_ref, *helpful_data, *safety_data))),
                    config_hash=cfg.digest("rlhf", "sft", "reward"),
                    extra={"iteration": str(iteration), "reward_models": f"{helpful_ref},{safety_ref}"})
@@ -248,7 +249,7 @@ def rlhf_flow(cfg: RunConfig, iteration: int, prompts: str | None = None) -> dic
         current_dir, current_ref = result["output_dir"], ref
 
     stage("rejection_sampling", lambda w, r: rejection_sampling(lake, train, current_dir, scorer, iteration, rl,
-                                                                cfg.sft, sft_launch, w, uri, r, cfg.model))
+                                                                stage_sft, sft_launch, w, uri, r, cfg.model))
     if rl.ppo_enabled:  # KL against pi_0, the SFT model, in every iteration (Llama 2 §3.2.3, eq. 3)
         ppo_launch = ppo_launch_options(rl, cfg.servers.train_storage or str(ctx.data.ray_storage),
                                         f"rlhf-ppo-{work.name}", cfg.servers.train_storage_endpoint)
@@ -259,12 +260,12 @@ def rlhf_flow(cfg: RunConfig, iteration: int, prompts: str | None = None) -> dic
         out["ppo_reference"] = ref
         stage("ppo", lambda w, r: ppo(train, heldout, current_dir, ref_dir, scorer, rl, ppo_launch, w, uri, r, cfg.model))
     if rl.gatt_enabled:
-        stage("gatt", lambda w, r: ghost_attention(train, current_dir, rl, cfg.sft, sft_launch, w, uri, r, cfg.model))
+        stage("gatt", lambda w, r: ghost_attention(train, current_dir, rl, stage_sft, sft_launch, w, uri, r, cfg.model))
     if rl.context_distillation_enabled:
         adversarial, redteam_refs = distillation_prompts(lake, prompts_ref, rl.heldout_prompts, rl.redteam_dataset,
                                                          rl.context_distillation_prompts)
         base = replace(base, datasets=tuple(dict.fromkeys((*base.datasets, *redteam_refs))))
-        stage("context_distillation", lambda w, r: context_distillation(adversarial, current_dir, scorer, rl, cfg.sft,
+        stage("context_distillation", lambda w, r: context_distillation(adversarial, current_dir, scorer, rl, stage_sft,
                                                                         sft_launch, w, uri, r, cfg.model))
     out["model"] = current_ref
     return out

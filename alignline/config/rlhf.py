@@ -31,6 +31,7 @@ class RLHFConfig:
     rs_temperature: float = setting(1.2, "Sampling temperature for rejection sampling.", source="Llama 2 Fig. 8: best 1.2-1.3", gt=0)
     rs_pool_all_iterations: bool = setting(True, "Pool the best samples of all earlier iterations.", source="Llama 2 §3.2.3")
     rs_pool_dataset: str = setting("rs-pool", "Catalog dataset holding the best-ever sample per prompt.")
+    finetune_epochs: int = setting(2, "Passes of the SFT recipe over each stage's samples (rejection sampling's best answers, GAtt dialogues, distilled safety answers); the rest of the recipe is sft.*.", source="Llama 2 §3.2.3: RS samples are fine-tuned on as in SFT (§3.1: 2 epochs)", ge=1)
     # -- PPO ------------------------------------------------------------------------------------------------------------
     ppo_enabled: bool = setting(False, "Run PPO after rejection sampling.")
     ppo_reference: Literal["sft", "iteration_start"] = setting(

@@ -28,6 +28,13 @@ def cosine_lr_factor(step: int, warmup_steps: int, total_steps: int, min_lr_rati
     return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def capped_warmup(warmup_steps: int, total_steps: int, max_share: float = 0.1) -> int:
+    """Warmup steps for a run of `total_steps`: the configured count, but at most `max_share` of the run. A short
+    fine-tune (one iteration's rejection-sampling, GAtt or distillation samples: a few steps) would otherwise end
+    inside its warmup and never train at the peak learning rate."""
+    return min(warmup_steps, int(max_share * total_steps))
+
+
 def cosine_with_warmup(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int,
                        min_lr_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(

@@ -21,7 +21,7 @@ from alignline.services.models.factory import load_for_training, load_tokenizer,
 
 from . import sharding as sh
 from .launch import LaunchOptions, WorkerContext, launch
-from .optimization import build_adamw, cosine_with_warmup
+from .optimization import build_adamw, capped_warmup, cosine_with_warmup
 from .packing import PackedRows, pack_dialogues, step_rows
 from .step import optimizer_step
 from alignline.services.tracking import MetricsLogger
@@ -68,7 +68,7 @@ def sft_loop(job: SFTJob, ctx: WorkerContext) -> dict[str, Any]:
     input_ids, labels = data["input_ids"], data["labels"]  # (N, T) each
     max_steps = total_sft_steps(len(input_ids), cfg)
     optimizer = build_adamw(model, cfg.learning_rate, cfg.weight_decay, (cfg.adam_beta1, cfg.adam_beta2), cfg.adam_eps)
-    scheduler = cosine_with_warmup(optimizer, cfg.warmup_steps, max_steps, cfg.min_lr_ratio)
+    scheduler = cosine_with_warmup(optimizer, capped_warmup(cfg.warmup_steps, max_steps), max_steps, cfg.min_lr_ratio)
     resume_from = ctx.restored_checkpoint() or ctx.latest_checkpoint(job.checkpoint_dir)
     start = ctx.load_checkpoint(resume_from, model, optimizer, scheduler) if resume_from else 0
     ddp_model = ctx.wrap(model)
