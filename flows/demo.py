@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 from rich.console import Console
@@ -39,7 +40,7 @@ CHAT_DEMO_OVERRIDES: dict[str, tuple[str, ...]] = {
         "sft.learning_rate=2e-4",
         "annotation.prompts_per_batch=24", "annotation.max_new_tokens=64",
         "reward.trainable='head'", "reward.max_length=256", "reward.use_ray=false",
-        "reward.builtin_batch0=true", "reward.demo_stdlib_pairs=120",
+        "reward.builtin_batch0=true",
         "rlhf.max_new_tokens=64", "rlhf.max_prompts=24", "rlhf.rs_samples=4", "rlhf.rollout_batch_size=8",
         "rlhf.finetune_epochs=4",
         "rlhf.ppo_iterations=3", "rlhf.ppo_batch_size=8", "rlhf.ppo_minibatch_size=4", "rlhf.use_ray=false",
@@ -118,6 +119,12 @@ def chat_model_config(cfg: RunConfig, model: str, folder: str, user_overrides: t
                        cfg.home)
 
 
+def line_config(cfg: RunConfig, model: str) -> Path:
+    """Where the chat-model demo writes its resolved config: `alignline iterate --config <it> --iteration 3` (or
+    sweep, evaluate, ...) carries the line on with the demo's settings."""
+    return cfg.home / f"demo-{model}.toml"
+
+
 def run_demo(cfg: RunConfig, model: str | None = None, user_overrides: tuple[str, ...] = (),
              config_file: str | None = None) -> int:
     """The whole line on the built-in data. `model` (e.g. smollm2-135m): start from that packaged chat model,
@@ -134,6 +141,10 @@ def run_demo(cfg: RunConfig, model: str | None = None, user_overrides: tuple[str
         cfg = chat_model_config(cfg, model, converted["folder"], user_overrides, config_file)
         timings.append((f"convert {model}", time.monotonic() - started, "ran" if converted["converted"] else "done earlier"))
     cfg = with_every_stage(cfg)
+    if model is not None:  # the line's own config, so an engineer carries it on with the same settings
+        from alignline.config.dump import dump_toml
+
+        line_config(cfg, model).write_text(dump_toml(cfg))
     t0 = time.monotonic()
     console.rule("[bold]alignline demo: servers")
     up(cfg, say=lambda msg: console.log(msg))
@@ -297,6 +308,11 @@ def _summary(cfg: RunConfig, timings: list[tuple[str, float, str]], results: dic
     where.add_row("Label Studio (annotators)", f"{s.url(s.label_studio_port)}/projects")
     where.add_row("Ray dashboard", s.url(s.ray_dashboard_port))
     where.add_row("data dir", str(cfg.home))
+    if cfg.model.checkpoint:  # the chat-model line: its config, for the commands that carry it on
+        for model in CHAT_DEMO_OVERRIDES:
+            if line_config(cfg, model).exists():
+                where.add_row("carry the line on", f"alignline iterate --home {cfg.home} --config "
+                              f"{line_config(cfg, model)} --iteration {ITERATIONS[-1] + 1} --bot")
     for name, result in results.items():
         for key in ("report", "model_card", "model_card_mlflow", "url"):
             if isinstance(result, dict) and isinstance(result.get(key), str):  # paths and URLs, not whole reports

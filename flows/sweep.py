@@ -12,6 +12,7 @@ CLI: `alignline sweep [--shares 0,0.1,0.25,0.5,1] [--data DATASET[@VERSION]]`.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -25,7 +26,8 @@ from alignline.flows.reward import SAFETY_DATASET, read_comparisons
 from alignline.flows.sft import encode_rows, sft_dataset, start_model, train_policy
 from alignline.services.evaluation.safety_sweep import SweepPoint, sweep_point, with_safety_share, write_sweep_report
 from alignline.services.tracking import log_artifacts, log_metrics, tracked_run
-from alignline.services.training import RewardJob, SFTJob, encode_pairs, mix_safety, train_reward, write_pairs
+from alignline.services.training import (LaunchOptions, RewardJob, SFTJob, encode_pairs, mix_safety, train_reward,
+                                         write_pairs)
 from alignline.storage import Catalog, DatasetRef
 
 SWEEP_DATASET = "sweep-sft-safety"
@@ -66,19 +68,17 @@ def safety_rm_data(mlflow_uri: str, lake: str, rc: RewardConfig) -> list[str]:
 
 
 def _pair_key(row: dict) -> str:
-    import hashlib
-
     return hashlib.sha256(json.dumps([row["prompt"], row["chosen"], row["rejected"]]).encode()).hexdigest()
 
 
 @task
 def safety_rm_on_share(lake: str, comparisons: list[str], share: float, policy_dir: str, rc: RewardConfig,
-                       work: str) -> tuple[float | None, int, int]:
+                       work: str, launch: LaunchOptions) -> tuple[float | None, int, int]:
     """(held-out safety accuracy, training pairs, held-out pairs) of a safety RM trained on `share` of the safety
-    comparisons."""
+    comparisons, initialised from `policy_dir` (the share's own policy: RMs start from the chat model, Llama 2
+    §3.2.2) and run as reward.* says (in this process, or under Ray Train)."""
     from alignline.services.evaluation import evaluate_reward_models
     from alignline.services.rewards import RewardScorer
-    from alignline.services.training import LaunchOptions
 
     if not comparisons or share == 0:
         return None, 0, 0
@@ -93,8 +93,7 @@ def safety_rm_on_share(lake: str, comparisons: list[str], share: float, policy_d
     from alignline.services.models import load_tokenizer
 
     pairs = write_pairs(encode_pairs(load_tokenizer(policy_dir), rows, rc.margin, rc.max_length), Path(work) / "pairs.npz")
-    out = train_reward(RewardJob(rc, policy_dir, pairs, f"{work}/rm", f"{work}/rm-checkpoints"),
-                       LaunchOptions(use_ray=False, name=f"sweep-rm-{Path(work).name}"))
+    out = train_reward(RewardJob(rc, policy_dir, pairs, f"{work}/rm", f"{work}/rm-checkpoints"), launch)
     scorer = RewardScorer.from_folder(out["output_dir"], batch_size=rc.eval_batch_size, max_length=rc.max_length)
     ev = evaluate_reward_models({"rm-safety": scorer}, held, rc.safety_threshold, public_sources=rc.public_sources)
     metrics = ev.metrics()  # accuracy on the safety pairs (all rating levels), else over every held-out pair
@@ -122,7 +121,10 @@ def sweep_flow(cfg: RunConfig, shares: tuple[float, ...] | None = None, data: st
                         [bool(p["is_safety"]) for p in chosen])
     borderline = [[{"role": "user", "content": p}] for p in BORDERLINE_PROMPTS]
     comparisons = safety_rm_data(uri, lake, cfg.reward)
-    key = "-".join([DatasetRef.parse(sft_ref).version[:8], parent.replace("/", "-").replace(":", "-")[-24:]])
+    # Keyed on everything a point is made from: the SFT data, the start model and the safety comparisons (a new RM
+    # version's lineage is new data, so its sweep is a new work folder, never an earlier run's outputs).
+    data_digest = hashlib.sha256("\n".join([sft_ref, *comparisons]).encode()).hexdigest()[:8]
+    key = "-".join([data_digest, parent.replace("/", "-").replace(":", "-")[-24:]])
     work = Path(ctx.work("sweep", "model", "sft", "sweep", "reward", key=key))
     points: list[SweepPoint] = []
     judges: list[str] = []
@@ -142,7 +144,8 @@ def sweep_flow(cfg: RunConfig, shares: tuple[float, ...] | None = None, data: st
             own, border = answers[:len(prompts)], answers[len(prompts):]
             scores = rm_scores(uri, models, prompts.dialogues, own, prompts.is_safety, cfg.reward.safety_threshold)
             judges = (scores or {}).get("judges", judges)
-            accuracy, pairs, held = safety_rm_on_share(lake, comparisons, share, base_dir, cfg.reward, str(variant))
+            accuracy, pairs, held = safety_rm_on_share(lake, comparisons, share, folder, cfg.reward, str(variant),
+                                                       ctx.launch_options(cfg.reward, f"sweep-rm-{pct}-{work.name}"))
             point = sweep_point(share, kept, helpful_rows, prompts.is_safety, scores, classify_refusals(own),
                                 classify_refusals(border), (accuracy, pairs, held), folder)
             points.append(point)

@@ -84,8 +84,16 @@ def _ls_prepare(cfg: RunConfig, say: Callable[[str], None]) -> None:
     if not marker.exists():
         say(f"label-studio: creating its own virtualenv at {venv} (its pins clash with ours; ~1-2 min once)")
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-        subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check",
-                        f"label-studio=={cfg.servers.label_studio_version}"], check=True)
+        pip = subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check",
+                              f"label-studio=={cfg.servers.label_studio_version}"], capture_output=True, text=True)
+        # pip.conf may name local indexes that do not exist on this machine: drop only those warnings
+        told = [line for line in (pip.stdout + pip.stderr).splitlines()
+                if line.strip() and not line.startswith("WARNING: Location ")]
+        for line in told[-20:]:
+            say(f"label-studio pip: {line}")
+        if pip.returncode:
+            raise RuntimeError(f"pip install label-studio=={cfg.servers.label_studio_version} failed "
+                               f"(exit {pip.returncode}); its last lines are above")
         marker.touch()
     secret = DataDir(home).secrets / "label-studio.json"
     if not secret.exists():
