@@ -44,7 +44,7 @@ CHAT_DEMO_OVERRIDES: dict[str, tuple[str, ...]] = {
         "rlhf.max_new_tokens=64", "rlhf.max_prompts=24", "rlhf.rs_samples=4", "rlhf.rollout_batch_size=8",
         "rlhf.finetune_epochs=4",
         "rlhf.ppo_iterations=3", "rlhf.ppo_batch_size=8", "rlhf.ppo_minibatch_size=4", "rlhf.use_ray=false",
-        "rlhf.gatt_dialogues=8", "rlhf.gatt_eval_dialogues=4", "rlhf.context_distillation_prompts=8",
+        "rlhf.gatt_dialogues=8", "rlhf.gatt_eval_dialogues=8", "rlhf.context_distillation_prompts=8",
         "evaluation.eval_prompts=32",
     ),
 }

@@ -35,7 +35,8 @@ def overview(cfg: RunConfig) -> dict[str, Any]:
     for path in sorted(folder.glob("iteration-*.json")) if folder.is_dir() else []:
         data = json.loads(path.read_text())
         steps = data.get("steps", {})
-        names = STEPS if path.stem != "iteration-demo" else tuple(steps)
+        # A demo's ledger (iteration-demo, iteration-demo-<model>) records the demo's own stages, not an iteration's
+        names = tuple(steps) if path.stem.startswith("iteration-demo") else STEPS
         out["iterations"].append({"iteration": data.get("iteration", path.stem.removeprefix("iteration-")),
                                   "steps": {s: ("done" if s in steps else "pending") for s in names},
                                   "seconds": {s: round(r.get("stage_seconds", 0.0)) for s, r in steps.items()

@@ -174,8 +174,8 @@ def ghost_attention(prompts: PromptSet, model_dir: str, rl: RLHFConfig, sft: SFT
     for label, folder in (("without", model_dir), ("with", trained["output_dir"])):
         pool = rollout_pool(folder, rl)
         try:
-            adherence[label] = instruction_adherence(answer_fn(pool, SamplingParams(rl.max_new_tokens, 0)), evals,
-                                                     rl.gatt_eval_turns)
+            greedy = answer_fn(pool, SamplingParams(rl.gatt_eval_max_new_tokens, 0))
+            adherence[label] = instruction_adherence(greedy, evals, rl.gatt_eval_turns)
         finally:
             pool.close()
     metrics = {f"gatt_adherence_turn_{t}": v for t, v in adherence["with"].items()}

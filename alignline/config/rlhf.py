@@ -68,6 +68,7 @@ class RLHFConfig:
     gatt_repair: bool = setting(True, "Sampled GAtt answers that break their instruction are edited by the instruction's own rules (add the first or last word, capitals, cut to the word limit, replace a banned word) before training; off: trained as sampled. The paper samples from a model that mostly follows instructions already; a small model mostly does not.", source="Llama 2 §3.3 (samples from the latest RLHF model)")
     gatt_eval_dialogues: int = setting(8, "Dialogues for the instruction-adherence metric.", source="Llama 2 Table 30", ge=1)
     gatt_eval_turns: tuple[int, ...] = setting((2, 4, 6, 8), "Turns at which instruction adherence is measured, with and without GAtt.", source="Llama 2 Table 30")
+    gatt_eval_max_new_tokens: int = setting(32, "Answer length limit of the greedy answers the adherence metric reads (each of up to max(gatt_eval_turns) turns carries every earlier answer, so long answers make the 8th turn's context long).", ge=1)
     # -- safety context distillation --------------------------------------------------------------------------------------
     context_distillation_enabled: bool = setting(False, "Safety context distillation after RS/PPO.", source="Llama 2 §4.2.4")
     safety_preprompt: str = setting("You are a safe and responsible assistant.", "Generic safety preprompt.", source="Llama 2 §4.2.4")

@@ -25,6 +25,8 @@ def test_status_json_lists_datasets_models_and_iterations(tmp_path, capsys):
         registry.register_dir("policy", tmp_path / "m", Lineage(method="sft"), run_id)
     ledger = StepLedger(DataDir(home).iteration_ledger(1), ("collect", "annotate"), iteration=1)
     ledger.record("collect", {"imported": 4})
+    demo = StepLedger(DataDir(home).iteration_ledger("demo-smollm2-135m"), ("corpus", "sft"), iteration="demo-smollm2-135m")
+    demo.record("corpus", {"documents": 9, "stage_seconds": 52.0})
 
     args = [f"--set={o}" for o in (*TEST_SERVER_OVERRIDES, f"servers.mlflow_uri={uri}")]
     rc = main(["status", "--json", "--home", str(home), *args])
@@ -34,6 +36,8 @@ def test_status_json_lists_datasets_models_and_iterations(tmp_path, capsys):
     assert tasks["rows"] == 1 and tasks["parents"] == [parent] and tasks["versions"] == 1
     assert seen["models"] == [{"name": "policy", "versions": 1, "aliases": {"candidate": "1"}, "latest": "policy/1",
                                "latest_method": "sft"}]
-    (it,) = seen["iterations"]
+    it, chat_demo = sorted(seen["iterations"], key=lambda i: str(i["iteration"]))
     assert it["iteration"] == 1 and it["steps"]["collect"] == "done" and it["steps"]["wait"] == "pending"
+    # a demo's ledger shows the demo's stages and their seconds, not an iteration's steps
+    assert chat_demo["steps"] == {"corpus": "done"} and chat_demo["seconds"] == {"corpus": 52}
     assert load_config().servers.mlflow_uri == ""  # the default still means this data dir's own server

@@ -66,6 +66,16 @@ def test_data_order_depends_only_on_seed_and_step():
     assert not np.array_equal(step_rows(10, 4, 0, seed=2), first[0])
 
 
+def test_a_short_run_trains_at_the_peak_rate_instead_of_ending_in_its_warmup():
+    from alignline.services.training.optimization import capped_warmup
+
+    assert capped_warmup(5, 150) == 5  # a long run keeps its configured warmup
+    assert capped_warmup(5, 20) == 2  # at most a tenth of the run
+    assert capped_warmup(5, 4) == 0
+    factors = [cosine_lr_factor(s, capped_warmup(5, 4), 4, 0.1) for s in range(4)]
+    assert factors[0] == pytest.approx(1.0) and factors[-1] < factors[0]
+
+
 def test_cosine_schedule_warms_up_then_decays_to_the_floor():
     factors = [cosine_lr_factor(s, 10, 110, 0.1) for s in range(120)]
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
