@@ -31,6 +31,11 @@ def local_cluster(workers: int = 2, cpus_per_node: int = 1, head_port: int = 0):
     head_port = head_port or 29000 + int(os.environ.get("ALIGNLINE_TEST_PORT_OFFSET", "0"))
     os.environ["RAY_ADDRESS"] = f"127.0.0.1:{head_port}"
     temp = tempfile.mkdtemp(prefix="al-rn-", dir="/tmp")  # socket paths must stay short
+    # Cluster() records its address in <user temp>/ray/ray_current_cluster whatever temp_dir says; on a fresh machine
+    # where no Ray ever ran, that folder does not exist yet
+    from ray._common.utils import get_ray_address_file
+
+    os.makedirs(os.path.dirname(get_ray_address_file(None)), exist_ok=True)
     cluster = Cluster(initialize_head=True, head_node_args=dict(
         num_cpus=0, node_ip_address="127.0.0.1", gcs_server_port=head_port, temp_dir=temp, include_dashboard=False))
     try:
